@@ -1,0 +1,167 @@
+"""The command line: flags -> config -> one library call; domain errors -> one line and an exit code.
+
+Exit codes: 0 done, 1 some units failed (the rest published), 2 usage or input error.
+torch and timm are imported only inside commands, so ``reportgen --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import PRESETS, resolve_build_config
+from .errors import ReportgenError
+
+
+def _handle_errors(func):
+    """Turn a ReportgenError into ``error: ...`` and its exit code; Ctrl-C into a resume hint."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ReportgenError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            out = kwargs.get("out") or "report"
+            click.echo(f"\ninterrupted: finished renders are kept in {out}/.cache; "
+                       "run the same command again to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _render_flags(func):
+    """Flags shared by ``build`` and ``render``."""
+    for option in reversed([
+        click.option("--weights", default=None, help="auto (bundled or hub), none (random init), or a local state-dict file."),
+        click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+                     help="quick (CPU preview), standard or full. Default: quick on CPU, standard on GPU."),
+        click.option("--size", type=int, default=None, help="Canvas size in pixels (overrides the preset)."),
+        click.option("--steps", type=int, default=None, help="Optimization steps (overrides the preset)."),
+        click.option("--device", default=None, help="auto, cpu, cuda or cuda:N."),
+        click.option("--seed", type=int, default=None, help="Random seed (same seed, same images)."),
+    ]):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reportgen")
+def main():
+    """Browsable per-layer feature-visualization reports for any timm model."""
+
+
+@main.command()
+@click.option("--model", "models", multiple=True, help="timm model name; repeat for several (default efficientnet_lite0).")
+@_render_flags
+@click.option("--layers", default=None, help="Indices, slices, dotted paths or globs (0,3,-1  -4:  'blocks.*'), or all.")
+@click.option("--units", default=None, help="First N units per layer, all, or channel ids like 0,6,12.")
+@click.option("--images", type=click.Path(path_type=Path), default=None, help="Folder of reference images (default: scikit-image photographs).")
+@click.option("--batch", type=int, default=None, help="Units optimized together (default: from free memory).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default report/).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML file with the same settings.")
+@click.option("--no-site", is_flag=True, help="Write pages but skip the mkdocs build.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@_handle_errors
+def build(models, weights, preset, size, steps, device, seed, layers, units, images, batch, out, config_file, no_site, quiet):
+    """Render the selected units of each model and build the report site."""
+    from .pipeline import TerminalProgress, build as run_build
+
+    config = resolve_build_config(
+        {"model": list(models), "weights": weights, "preset": preset, "size": size, "steps": steps, "device": device,
+         "seed": seed, "layers": layers, "units": units, "images": images, "batch": batch, "out": out,
+         "site": False if no_site else None},
+        config_file,
+    )
+    report = run_build(config, TerminalProgress(enabled=not quiet))
+    units_total = report.rendered + report.cached
+    line = (f"built {report.out}/ in {report.seconds:.0f} s: {units_total} units "
+            f"({report.rendered} rendered, {report.cached} from cache, {len(report.failed)} failed), {report.pages} pages")
+    if report.site is not None:
+        line += (f"; site {report.site.bytes / 1e6:.1f} MB built in {report.site.seconds:.1f} s. "
+                 f"Open {report.site.path}/index.html or run `reportgen serve --out {report.out}`")
+    click.echo(line)
+    for failure in report.failed[:10]:
+        click.echo(f"failed: {failure}", err=True)
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.option("--model", default="efficientnet_lite0", show_default=True, help="timm model name.")
+@click.option("--weights", default="none", show_default=True, help="Weights do not change shapes; a PATH is checked.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@_handle_errors
+def layers(model, weights, as_json):
+    """List the layers worth visualizing: index, module, kind, output shape, channels, stride."""
+    from .pipeline import list_layers
+
+    catalogue = list_layers(model, weights)
+    if as_json:
+        click.echo(json.dumps([layer.to_dict() for layer in catalogue], indent=1))
+        return
+    rows = [("index", "module", "kind", "out shape", "channels", "stride")]
+    rows += [(str(l.index), l.module, l.kind, "x".join(map(str, l.out_shape)), str(l.channels), str(l.stride))
+             for l in catalogue]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@main.command()
+@click.option("--model", default="efficientnet_lite0", show_default=True, help="timm model name.")
+@click.option("--layer", required=True, help="Layer index or dotted module path.")
+@click.option("--unit", type=int, required=True, help="Channel id.")
+@click.option("--neuron", is_flag=True, help="Optimize the centre neuron instead of the whole channel.")
+@_render_flags
+@click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("render.png"), show_default=True)
+@_handle_errors
+def render(model, layer, unit, neuron, weights, preset, size, steps, device, seed, out_file):
+    """Render one unit to a PNG file."""
+    from .pipeline import render_unit
+
+    config = resolve_build_config({"model": [model], "weights": weights, "preset": preset, "size": size,
+                                   "steps": steps, "device": device, "seed": seed, "units": "1"})
+    path = render_unit(config, layer, unit, neuron, out_file)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@_handle_errors
+def site(out):
+    """Re-write pages and rebuild the site from stored results (no optimization)."""
+    from .pipeline import rebuild_site
+
+    report = rebuild_site(out)
+    click.echo(f"wrote {report.pages} pages; site {report.site.bytes / 1e6:.1f} MB in {report.site.seconds:.1f} s "
+               f"at {report.site.path}/index.html")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--address", default="127.0.0.1:8000", show_default=True)
+@_handle_errors
+def serve(out, address):
+    """Browse the report locally (mkdocs serve)."""
+    from .site import serve_site
+
+    serve_site(out, address)
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--remote", default="origin", show_default=True)
+@_handle_errors
+def deploy(out, remote):
+    """Publish the site to the gh-pages branch of the git repository you are in."""
+    from .site import deploy_site
+
+    deploy_site(out, remote=remote)
+    click.echo(f"published {out}/site to {remote} gh-pages")

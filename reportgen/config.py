@@ -1,0 +1,234 @@
+"""Settings as frozen dataclasses: presets, flag/TOML resolution and the stable cache fields.
+
+Precedence is: command-line flag > ``--config`` TOML file > preset > dataclass default.
+Nothing here imports torch, so ``reportgen --help`` and config errors stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that changes the pixels of a render; it is part of every cache key.
+
+    Attributes:
+        size: canvas side in pixels (the parameterized image, before padding).
+        steps: optimizer steps.
+        lr: Adam learning rate.
+        param: ``"fft"`` (Fourier with 1/f scaling) or ``"pixel"``.
+        decorrelate: apply Lucid's colour decorrelation to the parameterization.
+        decay_power: exponent of the 1/f spectrum scaling (FFT only).
+        pad: constant (grey) padding added before the random transforms.
+        jitter: maximum random translation in pixels, both axes.
+        scales: random scale range (min, max).
+        max_angle: random rotation in degrees, uniform in [-max_angle, max_angle].
+    """
+
+    size: int = 128
+    steps: int = 128
+    lr: float = 0.05
+    param: str = "fft"
+    decorrelate: bool = True
+    decay_power: float = 1.0
+    pad: int = 12
+    jitter: int = 8
+    scales: tuple[float, float] = (0.9, 1.1)
+    max_angle: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named trade-off between quality and time; flags override each field."""
+
+    name: str
+    size: int
+    steps: int
+    units: str
+
+
+PRESETS: dict[str, Preset] = {
+    # quick: the default model's default build finishes in minutes on a 2-core CPU.
+    "quick": Preset("quick", size=128, steps=128, units="8"),
+    # standard: what a GPU user publishes.
+    "standard": Preset("standard", size=224, steps=512, units="16"),
+    # full: every unit of every selected layer.
+    "full": Preset("full", size=224, steps=512, units="all"),
+}
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """Which channels of a layer: the first ``first`` of them, all of them, or explicit ``ids``."""
+
+    first: int | None = None
+    ids: tuple[int, ...] | None = None
+
+    @property
+    def all(self) -> bool:
+        return self.first is None and self.ids is None
+
+    def describe(self) -> str:
+        if self.ids is not None:
+            return ",".join(map(str, self.ids))
+        return "all" if self.first is None else str(self.first)
+
+
+def parse_units(spec: str | int) -> UnitSpec:
+    """Parse ``--units``: ``N`` (first N per layer), ``all``, or a list of channel ids ``0,6,12``.
+
+    Raises:
+        UsageError: for anything else, including ``0`` and negative ids.
+    """
+    text = str(spec).strip()
+    if text == "all":
+        return UnitSpec()
+    hint = "use N (the first N units of each layer), 'all', or channel ids like 0,6,12"
+    if "," in text:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts or not all(p.isdigit() for p in parts):
+            raise UsageError(f"--units {text!r} is not a list of channel ids; {hint}")
+        return UnitSpec(ids=tuple(dict.fromkeys(int(p) for p in parts)))
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"--units {text!r} must be at least 1; {hint}")
+    return UnitSpec(first=int(text))
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """One resolved ``reportgen build`` (or ``render``) invocation."""
+
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    weights: str = "auto"
+    layers: str | None = None
+    units: UnitSpec = field(default_factory=lambda: UnitSpec(first=8))
+    images: Path | None = None
+    preset: str = "quick"
+    render: RenderSettings = field(default_factory=RenderSettings)
+    device: str = "auto"
+    batch: int | None = None
+    seed: int = 0
+    out: Path = Path("report")
+    site: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, as recorded in the manifest."""
+        return {
+            "models": list(self.models),
+            "weights": self.weights,
+            "layers": self.layers or "default",
+            "units": self.units.describe(),
+            "images": str(self.images) if self.images else "scikit-image",
+            "preset": self.preset,
+            "render": self.render.to_dict(),
+            "device": self.device,
+            "batch": self.batch,
+            "seed": self.seed,
+        }
+
+
+CONFIG_KEYS = {
+    "model", "weights", "layers", "units", "images", "preset", "size", "steps",
+    "device", "batch", "seed", "out", "site",
+}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read build settings from a TOML file (top level, or a ``[build]`` table).
+
+    Raises:
+        UsageError: the file is missing, not TOML, or has unknown keys.
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: not valid TOML ({exc})") from None
+    data = data.get("build", data)
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        raise UsageError(
+            f"--config {path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(CONFIG_KEYS))}"
+        )
+    return data
+
+
+def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None) -> BuildConfig:
+    """Merge flags (``None`` = not given) over a TOML file over the preset, validate, and freeze.
+
+    Args:
+        flags: values from the command line, keyed as in ``CONFIG_KEYS``; ``model`` is a list.
+        config_file: optional TOML file with the same keys.
+    Raises:
+        UsageError: an unknown preset, a non-positive size/steps/batch, a bad ``--units``.
+    """
+    merged: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    merged.update({k: v for k, v in flags.items() if v not in (None, (), [])})
+
+    device = str(merged.get("device", "auto"))
+    preset_name = merged.get("preset") or ("standard" if _has_cuda(device) else "quick")
+    if preset_name not in PRESETS:
+        raise UsageError(f"--preset {preset_name!r} is unknown; choose one of: {', '.join(PRESETS)}")
+    preset = PRESETS[preset_name]
+
+    size = _positive_int(merged.get("size", preset.size), "--size", minimum=16)
+    steps = _positive_int(merged.get("steps", preset.steps), "--steps")
+    batch = merged.get("batch")
+    if batch is not None:
+        batch = _positive_int(batch, "--batch")
+    seed = merged.get("seed", 0)
+    if not isinstance(seed, int) and not str(seed).lstrip("-").isdigit():
+        raise UsageError(f"--seed {seed!r} must be an integer")
+
+    models = merged.get("model") or [DEFAULT_MODEL]
+    if isinstance(models, str):
+        models = [models]
+    images = merged.get("images")
+    return BuildConfig(
+        models=tuple(dict.fromkeys(models)),
+        weights=str(merged.get("weights", "auto")),
+        layers=None if merged.get("layers") is None else str(merged["layers"]),
+        units=parse_units(merged.get("units", preset.units)),
+        images=Path(images) if images else None,
+        preset=preset_name,
+        render=RenderSettings(size=size, steps=steps),
+        device=device,
+        batch=batch,
+        seed=int(seed),
+        out=Path(merged.get("out", "report")),
+        site=bool(merged.get("site", True)),
+    )
+
+
+def _positive_int(value: Any, flag: str, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} {value!r} must be a whole number") from None
+    if number < minimum or str(value).strip() != str(number):
+        raise UsageError(f"{flag} {value!r} must be a whole number of at least {minimum}")
+    return number
+
+
+def _has_cuda(device: str) -> bool:
+    """True when ``device`` resolves to a GPU; ``auto`` asks torch (imported only then)."""
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()

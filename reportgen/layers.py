@@ -1,0 +1,352 @@
+"""The layer catalogue of a model, layer selection (``--layers``) and feature taps.
+
+A *layer* is a module named by its dotted path in ``named_modules()`` (``blocks.3.0``,
+``Mixed_5b``). The catalogue lists the block-level modules timm itself groups parameters by
+(``group_matcher(coarse=False)``), in forward order, with the shape each one outputs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import UnknownLayerError, UsageError
+
+DEFAULT_LAYER_COUNT = 8
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One visualizable layer: its catalogue index, dotted path, class, output shape and stride.
+
+    ``out_shape`` is (channels, height, width) at the model's input size; token outputs of vision
+    transformers are reported on their patch grid, as ``layout == "tokens"``.
+    """
+
+    index: int
+    module: str
+    kind: str
+    out_shape: tuple[int, int, int]
+    stride: int
+    layout: str = "nchw"
+    pre_activation: bool = False  # units are measured before the layer's own activation function
+
+    @property
+    def channels(self) -> int:
+        return self.out_shape[0]
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "module": self.module, "kind": self.kind, "out_shape": list(self.out_shape),
+                "channels": self.channels, "stride": self.stride, "layout": self.layout,
+                "pre_activation": self.pre_activation}
+
+
+class _Stop(Exception):
+    """Raised by a stopping tap to end the forward pass at the target layer."""
+
+
+def to_nchw(output: torch.Tensor, num_prefix_tokens: int = 0) -> torch.Tensor | None:
+    """Return a layer output as [B, C, H, W]; token outputs [B, N, C] lose prefix tokens and go on a grid.
+
+    Returns ``None`` for outputs that have no spatial layout (e.g. logits).
+    """
+    if not isinstance(output, torch.Tensor):
+        return None
+    if output.ndim == 4:
+        return output
+    if output.ndim == 3:
+        tokens = output[:, num_prefix_tokens:, :]
+        side = math.isqrt(tokens.shape[1])
+        if side * side != tokens.shape[1] or side == 0:
+            return None
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+    return None
+
+
+def pre_activation_module(module: nn.Module) -> nn.Module | None:
+    """The activation a timm norm-act layer ends with (``BatchNormAct2d.act``, ``ConvNormAct.bn.act``), if any.
+
+    Its input is the layer's pre-activation value: a better optimization target than the output of
+    a (possibly saturated) ReLU or ReLU6, whose gradient is zero wherever the unit is off.
+    """
+    for candidate in (getattr(module, "act", None), getattr(getattr(module, "bn", None), "act", None)):
+        if isinstance(candidate, nn.Module) and not isinstance(candidate, nn.Identity):
+            return candidate
+    return None
+
+
+class FeatureTap:
+    """Context manager that captures the outputs of named modules, optionally stopping the forward early.
+
+    Usage::
+
+        with FeatureTap(model, ["blocks.3"], stop=True) as tap:
+            feats = tap.run(x)["blocks.3"]     # [B, C, H, W], autograd intact
+
+    With ``pre_activation`` a timm norm-act layer yields the input of its activation function;
+    ``reduce`` (e.g. a spatial mean) is applied inside the hook. Hooks are removed on exit,
+    whatever happens inside.
+    """
+
+    def __init__(self, model: nn.Module, modules: Sequence[str], stop: bool = False, pre_activation: bool = False,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.model = model
+        self.names = list(modules)
+        self.stop = stop
+        self.pre_activation = pre_activation
+        self.reduce = reduce  # applied inside the hook, before later in-place ops can touch the output
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+        self._prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+
+    def __enter__(self) -> "FeatureTap":
+        table = dict(self.model.named_modules())
+        missing = [n for n in self.names if n not in table]
+        if missing:
+            raise UnknownLayerError(f"no module named {missing[0]!r} in {type(self.model).__name__}")
+        for name in self.names:
+            act = pre_activation_module(table[name]) if self.pre_activation else None
+            if act is not None:  # capture what goes into the layer's own activation function
+                hook = self._hook(name)
+                self._handles.append(act.register_forward_pre_hook(lambda m, inputs, _h=hook: _h(m, inputs, inputs[0])))
+            else:
+                self._handles.append(table[name].register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, name: str):
+        def hook(_module, _inputs, output):
+            grid = to_nchw(output, self._prefix)
+            self.outputs[name] = self.reduce(grid) if self.reduce is not None and grid is not None else grid
+            if self.stop and len(self.outputs) == len(self.names):
+                raise _Stop
+
+        return hook
+
+    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Forward ``x``; return {module: [B, C, H, W]} (stopping after the last tapped module if asked)."""
+        self.outputs = {}
+        try:
+            self.model(x)
+        except _Stop:
+            pass
+        return self.outputs
+
+
+def catalogue(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerInfo]:
+    """List the layers worth visualizing, in forward order, by probing one forward pass.
+
+    Candidates are the block-level modules of timm's fine ``group_matcher`` (``blocks.1.0``,
+    ``Mixed_5b``, ``stages.0.blocks.1``, ``conv_stem``/``bn1``...), else the model's children and
+    the children of its sequential containers; kept are those with a spatial (or token-grid) output.
+    """
+    order, shapes = _probe(model, input_size)
+    candidates = _block_candidates(model)
+    chosen = sorted((name for name in candidates if name in shapes), key=order.__getitem__)
+    layers = []
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    for name in chosen:
+        shape, layout = shapes[name]
+        if layout == "tokens" and prefix == 0 and not hasattr(model, "patch_embed"):
+            continue
+        module = dict(model.named_modules())[name]
+        layers.append(LayerInfo(len(layers), name, type(module).__name__, shape, _stride(input_size[1], shape[1]),
+                                layout, pre_activation_module(module) is not None))
+    return layers
+
+
+def _probe(model: nn.Module, input_size: tuple[int, int, int]):
+    """Run one forward on zeros; return forward-completion order and (C, H, W) per module."""
+    order: dict[str, int] = {}
+    shapes: dict[str, tuple[tuple[int, int, int], str]] = {}
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    handles = []
+
+    def make(name):
+        def hook(_m, _i, output):
+            order.setdefault(name, len(order))
+            grid = to_nchw(output, prefix)
+            if grid is not None:
+                layout = "tokens" if output.ndim == 3 else "nchw"
+                shapes[name] = (tuple(int(v) for v in grid.shape[1:]), layout)
+
+        return hook
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(make(name)))
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order, shapes
+
+
+def _block_candidates(model: nn.Module) -> list[str]:
+    modules = dict(model.named_modules())
+    names: list[str] = []
+    try:
+        from timm.models import group_modules
+
+        groups = group_modules(model, model.group_matcher(coarse=False))
+    except Exception:  # models without a group matcher fall back to the structural rule
+        groups = {}
+    for members in groups.values():
+        runs = _runs_by_top_level(members)
+        for i, run in enumerate(runs):
+            flat = run == [run[0].split(".")[0]]  # a top-level leaf such as conv_stem or bn1
+            nxt_flat = i + 1 < len(runs) and runs[i + 1] == [runs[i + 1][0].split(".")[0]]
+            if flat and nxt_flat:
+                continue  # conv_stem then bn1: the block ends at bn1
+            prefix = _common_prefix(run)
+            if prefix in modules and prefix:
+                names.append(prefix)
+    if not names:
+        for name, module in model.named_modules():
+            parent = name.rpartition(".")[0]
+            if name and (parent == "" or isinstance(modules.get(parent), (nn.Sequential, nn.ModuleList))):
+                if not isinstance(module, (nn.Sequential, nn.ModuleList)):
+                    names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def _runs_by_top_level(names: list[str]) -> list[list[str]]:
+    runs: list[list[str]] = []
+    for name in names:
+        top = name.split(".")[0]
+        if runs and runs[-1][0].split(".")[0] == top:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return runs
+
+
+def _common_prefix(names: list[str]) -> str:
+    parts = [n.split(".") for n in names]
+    common = []
+    for column in zip(*parts):
+        if len(set(column)) != 1:
+            break
+        common.append(column[0])
+    if len(names) == 1:  # a single module is its own block
+        return names[0]
+    return ".".join(common)
+
+
+_SLICE = re.compile(r"^(-?\d*):(-?\d*)$")
+
+
+def select_layers(
+    layers: Sequence[LayerInfo], spec: str | None, lookup: Callable[[str], LayerInfo | None] | None = None
+) -> list[LayerInfo]:
+    """Pick layers by ``--layers``: indices, slices, dotted paths, globs, comma lists, ``all``; ``None`` = default.
+
+    The default is ``DEFAULT_LAYER_COUNT`` layers spread evenly from first to last.
+
+    Args:
+        layers: the catalogue.
+        spec: the selector string.
+        lookup: resolves a dotted path outside the catalogue to a ``LayerInfo`` (or ``None``).
+    Raises:
+        UnknownLayerError: a part matches nothing (the message lists valid choices).
+        UsageError: the selector is empty or malformed.
+    """
+    if not layers:
+        raise UnknownLayerError("this model has no layer with a spatial output to visualize")
+    if spec is None:
+        count = min(DEFAULT_LAYER_COUNT, len(layers))
+        picks = sorted({round(i * (len(layers) - 1) / max(count - 1, 1)) for i in range(count)})
+        return [layers[i] for i in picks]
+    spec = spec.strip()
+    if spec == "all":
+        return list(layers)
+    parts = [p.strip() for p in spec.split(",")]
+    if not spec or any(not p for p in parts):
+        raise UsageError(f"--layers {spec!r} is empty or has an empty item; e.g. --layers 0,3,-1 or --layers 'blocks.*'")
+    by_name = {layer.module: layer for layer in layers}
+    chosen: list[LayerInfo] = []
+    for part in parts:
+        chosen.extend(_match(part, layers, by_name, lookup or (lambda _name: None)))
+    return list(dict.fromkeys(chosen))
+
+
+def _match(part: str, layers: Sequence[LayerInfo], by_name: dict[str, LayerInfo], lookup) -> list[LayerInfo]:
+    n = len(layers)
+    if re.fullmatch(r"-?\d+", part):
+        i = int(part)
+        if not -n <= i < n:
+            raise UnknownLayerError(f"--layers {part}: index out of range; this model has layers 0..{n - 1} (or -{n}..-1)")
+        return [layers[i]]
+    if m := _SLICE.match(part):
+        start, stop = (int(v) if v else None for v in m.groups())
+        picked = list(layers[slice(start, stop)])
+        if not picked:
+            raise UnknownLayerError(f"--layers {part}: the slice selects no layer of 0..{n - 1}")
+        return picked
+    if part in by_name:
+        return [by_name[part]]
+    matched = [layer for layer in layers if fnmatch.fnmatchcase(layer.module, part)]
+    if matched:
+        return matched
+    if not any(ch in part for ch in "*?[") and (outside := lookup(part)) is not None:
+        return [outside]
+    raise UnknownLayerError(
+        f"--layers {part!r} matches no layer; valid layers: {_preview(layers)} "
+        "(see `reportgen layers --model NAME`)"
+    )
+
+
+def _preview(layers: Sequence[LayerInfo], limit: int = 12) -> str:
+    names = [layer.module for layer in layers]
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def module_layer(model: nn.Module, name: str, input_size: tuple[int, int, int]) -> LayerInfo | None:
+    """A ``LayerInfo`` for any named module with a spatial output (for dotted paths outside the catalogue)."""
+    if name not in dict(model.named_modules()):
+        return None
+    _, shapes = _probe(model, input_size)
+    if name not in shapes:
+        return None
+    shape, layout = shapes[name]
+    module = dict(model.named_modules())[name]
+    return LayerInfo(-1, name, type(module).__name__, shape, _stride(input_size[1], shape[1]), layout,
+                     pre_activation_module(module) is not None)
+
+
+def _stride(input_side: int, output_side: int) -> int:
+    """The layer's stride: exact when it divides the input, else the nearest power of two
+    (299 px inception_v3 gives 35 px maps: 8.5 -> 8)."""
+    if input_side % output_side == 0:
+        return input_side // output_side
+    return 2 ** max(0, round(math.log2(input_side / output_side)))
+
+
+def iter_units(layer: LayerInfo, first: int | None, ids: Sequence[int] | None) -> Iterator[int]:
+    """Channel ids of ``layer``: explicit ``ids``, else the first ``first``, else all of them."""
+    from .errors import UnknownUnitError
+
+    if ids is not None:
+        bad = [c for c in ids if c >= layer.channels]
+        if bad:
+            raise UnknownUnitError(
+                f"--units {bad[0]}: layer {layer.module} has channels 0..{layer.channels - 1}"
+            )
+        yield from ids
+    else:
+        yield from range(layer.channels if first is None else min(first, layer.channels))

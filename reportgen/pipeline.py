@@ -1,0 +1,387 @@
+"""Orchestration: config -> model -> layers -> references -> renders -> manifest -> pages -> site.
+
+``build`` is the library entry point behind ``reportgen build``. Pages are made from the manifest
+and the store only, so ``rebuild_site`` needs no model. Progress goes through one ``Progress``
+object; ``BuildReport`` counts rendered / cached / failed units and owns the exit code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import BuildConfig, RenderSettings
+from .errors import OutputDirError, StoreError, UsageError
+from .store import Store, atomic_write, canonical_key
+
+MARKER = ".reportgen"  # marks a folder reportgen created; it refuses other non-empty folders
+REF_THUMBS_ON_MODEL_PAGE = 16
+
+
+class Progress:
+    """Progress display interface; the default shows nothing."""
+
+    def begin(self, total: float, label: str) -> None: ...
+
+    def stage(self, text: str) -> None: ...
+
+    def advance(self, amount: float) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class TerminalProgress(Progress):
+    """A live line on a terminal (layer, units done/total, elapsed, ETA); silent when not a TTY."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar = None
+
+    def begin(self, total, label):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=label, unit="unit", file=sys.stderr, dynamic_ncols=True,
+                             bar_format="{desc}: {n:.0f}/{total:.0f} units [{elapsed}<{remaining}]")
+
+    def stage(self, text):
+        if self._bar is not None:
+            self._bar.set_description_str(text)
+
+    def advance(self, amount):
+        if self._bar is not None:
+            self._bar.update(amount)
+
+    def end(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@dataclass
+class BuildReport:
+    """What a build did; ``exit_code`` is 0 when every unit rendered, 1 when some failed."""
+
+    out: Path
+    rendered: int = 0
+    cached: int = 0
+    failed: list[str] = field(default_factory=list)
+    pages: int = 0
+    site: Any = None
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# ---------------------------------------------------------------- output folder and manifest
+
+def prepare_out(out: Path) -> Path:
+    """Create or reuse ``out``; refuse a file, an unwritable folder, or a non-empty folder not ours.
+
+    Raises:
+        OutputDirError: with what to do instead.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"--out {out} is a file; give a folder (it will be created if missing)")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise OutputDirError(
+            f"--out {out} is a non-empty folder that reportgen did not create; choose an empty or new folder"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text(f"reportgen {__version__}\n", encoding="utf-8")
+    except OSError as exc:
+        raise OutputDirError(f"--out {out} cannot be written ({exc.strerror or exc})") from None
+    return out
+
+
+def read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    atomic_write(Path(out) / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
+
+
+def merge_model(manifest: dict | None, entry: dict) -> dict:
+    """Put ``entry`` into ``manifest`` (replacing a model of the same name, keeping the others)."""
+    manifest = manifest or {"models": []}
+    models = [m for m in manifest.get("models", []) if m["name"] != entry["name"]]
+    models.append(entry)
+    return {
+        "reportgen": __version__,
+        "title": "reportgen: " + ", ".join(m["name"] for m in models),
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "models": models,
+    }
+
+
+# ---------------------------------------------------------------- build
+
+def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
+    """Render every selected unit of every model in ``config``, then write pages and the site.
+
+    Raises:
+        ReportgenError subclasses for user mistakes (unknown model/layer/unit, bad weights or output).
+    """
+    started = time.perf_counter()
+    progress = progress or Progress()
+    out = prepare_out(config.out)
+    store = Store(out / ".cache")
+    report = BuildReport(out)
+    manifest = read_manifest(out)
+    for name in config.models:
+        entry = build_model(name, config, store, progress, report)
+        manifest = merge_model(manifest, entry)
+        write_manifest(out, manifest)  # after each model, so a later failure keeps this one
+    publish(out, manifest, store, report, site=config.site)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def publish(out: Path, manifest: dict, store: Store, report: BuildReport, site: bool = True) -> None:
+    """Write pages from the manifest and, with ``site``, run a strict ``mkdocs build``."""
+    from .pages import write_docs
+
+    report.pages = write_docs(out, manifest, store)
+    if site:
+        from .site import build_site
+
+        report.site = build_site(out)
+
+
+def rebuild_site(out: Path, site: bool = True) -> BuildReport:
+    """``reportgen site``: pages and site again from the stored manifest; no model is loaded.
+
+    Raises:
+        StoreError: there is no manifest in ``out``.
+    """
+    started = time.perf_counter()
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise StoreError(f"{Path(out) / 'manifest.json'} is missing; run `reportgen build --out {out}` first")
+    report = BuildReport(Path(out))
+    publish(Path(out), manifest, Store(Path(out) / ".cache"), report, site=site)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(name: str, config: BuildConfig):
+    """Load the model and resolve its layers and units (all user input checked before any render)."""
+    from .layers import catalogue, iter_units, module_layer, select_layers
+    from .models import load_model, resolve_device
+
+    device = resolve_device(config.device)
+    loaded = load_model(name, config.weights, device, seed=config.seed)
+    size = loaded.preprocess.input_size
+    layers = select_layers(catalogue(loaded.module, size), config.layers,
+                           lookup=lambda path: module_layer(loaded.module, path, size))
+    units = {layer.module: list(iter_units(layer, config.units.first, config.units.ids)) for layer in layers}
+    return loaded, layers, units
+
+
+def build_model(name: str, config: BuildConfig, store: Store, progress: Progress, report: BuildReport) -> dict:
+    """Render one model's selected units and return its manifest entry."""
+    import numpy as np
+    import timm
+    import torch
+
+    from .analysis.activations import LayerStats, analyze_references
+    from .analysis.references import center_crop, folder_references, load_rgb, skimage_references
+    from .pages import slug, unit_image
+    from .optvis.objectives import unit_objective
+    from .optvis.render import choose_batch, render_channels
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    progress.stage(f"{name}: loading")
+    loaded, layers, units = _plan(name, config)
+    timings["load"] = time.perf_counter() - t0
+
+    # Reference statistics: one streaming pass, cached by model, weights, layers and image set.
+    t0 = time.perf_counter()
+    refs = folder_references(config.images) if config.images else skimage_references()
+    modules = [layer.module for layer in layers]
+    pre = vars(loaded.preprocess)
+    analysis_key = canonical_key({"kind": "reference-stats", "v": 2, "model": name, "weights": loaded.weights.digest,
+                                  "layers": modules, "refs": refs.digest, "preprocess": pre})
+    arrays = store.get_arrays(analysis_key)
+    if arrays is None:
+        progress.stage(f"{name}: reference images")
+        analysis = analyze_references(loaded, modules, refs)
+        arrays = {k: v for layer, s in analysis.layers.items() for k, v in s.to_arrays(layer).items()}
+        arrays["used"] = np.array(analysis.used)
+        arrays["predictions"] = np.array(
+            [[i, c, p] for i, top in analysis.predictions.items() for c, p in top], dtype=float).reshape(-1, 3)
+        arrays["skipped"] = np.array(refs.skipped, dtype=str)
+        store.put_arrays(analysis_key, arrays)
+    stats = {m: LayerStats.from_arrays(arrays, m) for m in modules}
+    timings["analysis"] = time.perf_counter() - t0
+
+    # Renders: cache hits first, then the misses of each layer in batches.
+    t0 = time.perf_counter()
+    settings = config.render
+    total = sum(len(u) for u in units.values())
+    progress.begin(total, f"{name}")
+    layer_entries = []
+    rendered_before = report.rendered
+    for layer in layers:
+        progress.stage(f"{name} {layer.module}")
+        channels = units[layer.module]
+        keys = {c: store.render_key(name, loaded.weights.digest, layer.module, c, settings.to_dict(), config.seed, pre)
+                for c in channels}
+        found = {c: store.get_render(keys[c]) for c in channels}
+        missing = [c for c in channels if found[c] is None]
+        report.cached += len(channels) - len(missing)
+        progress.advance(len(channels) - len(missing))
+        if missing:
+            batch = choose_batch(loaded, layer.module, settings, len(missing), config.batch)
+            for start in range(0, len(missing), batch):
+                chunk = missing[start:start + batch]
+                step_share = len(chunk) / settings.steps
+                results = render_channels(loaded, layer.module, chunk, settings, config.seed,
+                                          on_step=lambda _s: progress.advance(step_share))
+                for result in results:
+                    found[result.channel] = store.put_render(keys[result.channel], result.image, {
+                        "model": name, "layer": layer.module, "channel": result.channel, "seed": result.seed,
+                        "activation": result.activation if result.ok else None, "curve": result.curve,
+                        "objective": unit_objective("channel", layer.module, (result.channel,)).describe(),
+                    })
+                    report.rendered += 1
+        layer_entries.append(_layer_entry(name, layer, channels, found, stats[layer.module], report, slug, unit_image))
+    progress.end()
+    timings["render"] = time.perf_counter() - t0
+    timings["total"] = sum(timings.values())
+
+    # Reference thumbnails for the model page and the unit pages that show a best image.
+    wanted = set(int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE])
+    wanted |= {u["ref_best_image"] for entry in layer_entries for u in entry["units"] if u["ref_best_image"] is not None}
+    predictions: dict[int, list] = {}
+    for i, c, p in arrays["predictions"]:
+        predictions.setdefault(int(i), []).append((int(c), float(p)))
+    labels = _imagenet_labels(loaded.module)
+    reference_entries = []
+    for i, ref in enumerate(refs.images):
+        if i not in wanted:
+            reference_entries.append({"name": ref.name, "image": None, "thumb": None, "predictions": []})
+            continue
+        key = store.put_image(center_crop(load_rgb(ref), loaded.preprocess.input_size[1], loaded.preprocess.crop_pct))
+        reference_entries.append({
+            "name": ref.name, "image": key, "thumb": f"{i}.webp",
+            "predictions": [{"class": c, "label": labels.get(c, f"class {c}"), "prob": p} for c, p in predictions.get(i, [])],
+        })
+    ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
+    return {
+        "name": name,
+        "slug": slug(name),
+        "weights": {**vars(loaded.weights), "description": loaded.weights.describe()},
+        "preprocess": pre,
+        "device": str(loaded.device),
+        "settings": config.to_dict(),
+        "seed": config.seed,
+        "versions": {"reportgen": __version__, "torch": torch.__version__, "timm": timm.__version__,
+                     "python": platform.python_version()},
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "rendered": report.rendered - rendered_before,
+        "cached": total - (report.rendered - rendered_before),
+        "unit_count": total,
+        "median_ratio": statistics.median(ratios) if ratios else None,
+        "references": {
+            "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
+            "images": [r for r in reference_entries if r["image"] is not None],
+        },
+        "layers": layer_entries,
+    }
+
+
+def _layer_entry(model_name, layer, channels, found, stats, report, slug, unit_image) -> dict:
+    entry = {**layer.to_dict(), "slug": slug(layer.module), "units": []}
+    model_stub = {"slug": slug(model_name)}
+    for c in channels:
+        stored = found[c]
+        activation = stored.meta.get("activation")
+        ref_max = float(stats.max_mean[c])
+        failed = activation is None
+        if failed:
+            report.failed.append(f"{model_name} {layer.module} unit {c}")
+        entry["units"].append({
+            "channel": c,
+            "key": stored.key,
+            "render": unit_image(model_stub, entry, c),
+            "activation": activation,
+            "ref_max": ref_max,
+            "ref_mean": float(stats.mean[c]),
+            "fire_rate": float(stats.fire_rate[c]),
+            "ref_best_image": int(stats.argmax[c]) if ref_max > float("-inf") else None,
+            "activation_ratio": (activation / ref_max) if (not failed and ref_max > 0) else None,
+            "seed": stored.meta.get("seed"),
+            "objective": stored.meta.get("objective", ""),
+            "curve": stored.meta.get("curve", []),
+            "failed": failed,
+        })
+    ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]
+    entry["median_ratio"] = statistics.median(ratios) if ratios else None
+    entry["dead"] = [u["channel"] for u in entry["units"] if u["fire_rate"] == 0]
+    return entry
+
+
+def _imagenet_labels(model) -> dict[int, str]:
+    """Class names for a 1000-class ImageNet head (timm ships them); empty otherwise."""
+    if getattr(model, "num_classes", None) != 1000:
+        return {}
+    try:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return {i: info.index_to_description(i) for i in range(1000)}
+    except Exception:
+        return {}
+
+
+# ---------------------------------------------------------------- single renders and the catalogue
+
+def list_layers(name: str, weights: str = "none") -> list:
+    """The layer catalogue of timm model ``name`` (``reportgen layers``)."""
+    from .layers import catalogue
+    from .models import load_model
+
+    loaded = load_model(name, weights, "cpu")
+    return catalogue(loaded.module, loaded.preprocess.input_size)
+
+
+def render_unit(config: BuildConfig, layer: str, unit: int, neuron: bool, out_file: Path) -> Path:
+    """``reportgen render``: optimize one unit (channel or centre neuron) and save a PNG.
+
+    Raises:
+        UnknownLayerError / UnknownUnitError / UsageError: for a bad layer, unit or output path.
+    """
+    from .images import png_bytes
+    from .optvis.render import render_channels
+
+    if Path(out_file).suffix.lower() != ".png":
+        raise UsageError(f"--out {out_file}: the render is written as PNG; give a path ending in .png")
+    loaded, layers, _ = _plan(config.models[0], dataclasses.replace(config, layers=layer))
+    target = layers[0]
+    if not 0 <= unit < target.channels:
+        from .errors import UnknownUnitError
+
+        raise UnknownUnitError(f"--unit {unit}: layer {target.module} has channels 0..{target.channels - 1}")
+    result = render_channels(loaded, target.module, [unit], config.render, config.seed,
+                             objective_kind="neuron" if neuron else "channel")[0]
+    atomic_write(Path(out_file), png_bytes(result.image))
+    return Path(out_file)

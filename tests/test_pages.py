@@ -1,0 +1,123 @@
+"""Generated Markdown against golden files, escaping of model-supplied names, a strict site build.
+
+Set REPORTGEN_UPDATE_GOLDEN=1 to rewrite the golden files after an intended template change.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reportgen import pages
+from reportgen.store import Store
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def sample_manifest(store: Store | None = None) -> dict:
+    """A two-layer, three-unit manifest as the pipeline writes it (keys point into ``store``)."""
+    image_key = store.put_image(np.full((16, 16, 3), 120, np.uint8)) if store else "0" * 64
+
+    def unit(layer, channel, ratio):
+        key = f"{layer}-{channel}".ljust(64, "0")
+        if store:
+            store.put_render(key, np.full((32, 32, 3), 40 * channel, np.uint8), {"activation": 2.0})
+        return {"channel": channel, "key": key, "render": f"docs/toy/{layer}/img/{channel}.webp", "activation": 2.0,
+                "ref_max": 2.0 / ratio if ratio else 0.0, "ref_mean": 0.5, "fire_rate": 0.75 if ratio else 0.0,
+                "ref_best_image": 0, "activation_ratio": ratio, "seed": 42, "objective": f"mean of channel {channel} at {layer}",
+                "curve": [[0, 0.1], [5, 1.0], [9, 2.0]], "failed": False}
+
+    layers = []
+    for index, (name, units) in enumerate([("stem", [unit("stem", 0, 1.5), unit("stem", 1, 0.5)]),
+                                           ("blocks.1", [unit("blocks.1", 0, None)])]):
+        ratios = [u["activation_ratio"] for u in units if u["activation_ratio"] is not None]
+        layers.append({"index": index, "module": name, "slug": name, "kind": "Conv2d", "out_shape": [4, 8, 8],
+                       "channels": 4, "stride": 2 * (index + 1), "layout": "nchw", "pre_activation": index == 0, "units": units,
+                       "median_ratio": float(np.median(ratios)) if ratios else None,
+                       "dead": [u["channel"] for u in units if u["fire_rate"] == 0]})
+    model = {
+        "name": "toy", "slug": "toy",
+        "weights": {"source": "random-init", "digest": "sd-sha256:abc", "pretrained": False,
+                    "description": "random initialization (no pretrained weights)"},
+        "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 64, 64],
+                       "interpolation": "bicubic", "crop_pct": 0.9},
+        "device": "cpu", "seed": 0, "rendered": 3, "cached": 0, "unit_count": 3, "median_ratio": 1.0,
+        "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
+                                                    "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
+                                                    "max_angle": 10.0}},
+        "versions": {"reportgen": "0.1.0", "torch": "2", "timm": "1", "python": "3"},
+        "timings": {"load": 1.0, "analysis": 2.0, "render": 3.0, "total": 6.0},
+        "references": {"label": "toy images (1)", "digest": "d", "skipped": [],
+                       "images": [{"name": "grey", "image": image_key, "thumb": "0.webp",
+                                   "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
+        "layers": layers,
+    }
+    return {"reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+
+
+@pytest.mark.parametrize("name,render", [
+    ("home.md", lambda m: pages.render_home(m)),
+    ("model.md", lambda m: pages.render_model(m["models"][0])),
+    ("layer.md", lambda m: pages.render_layer(m["models"][0], 0)),
+    ("unit.md", lambda m: pages.render_unit(m["models"][0], m["models"][0]["layers"][0], 1)),
+    ("mkdocs.yml", lambda m: pages.render_mkdocs_yml(m)),
+])
+def test_golden_markdown(name, render):
+    text = render(sample_manifest())
+    path = GOLDEN / name
+    if os.environ.get("REPORTGEN_UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+def test_pages_say_what_the_numbers_mean():
+    manifest = sample_manifest()
+    model = manifest["models"][0]
+    weak_unit = pages.render_unit(model, model["layers"][0], 1)
+    assert "Weaker than real images" in weak_unit and "×0.50" in weak_unit
+    strong_unit = pages.render_unit(model, model["layers"][0], 0)
+    assert "Weaker than real images" not in strong_unit and "×1.50" in strong_unit
+    assert "Random weights" in pages.render_model(model)
+    dead = pages.render_unit(model, model["layers"][1], 0)
+    assert "never fires" in dead and "| **—** |" in dead.replace("**—** (", "**—** |")
+
+
+def test_names_from_models_are_inert():
+    hostile = '<script>alert(1)</script>](javascript:x) *b* `c`'
+    import markdown
+
+    rendered = markdown.markdown(f"[{pages.md_escape(hostile)}](x.md) {pages.md_escape(hostile)}")
+    assert "<script" not in rendered and "javascript:x\"" not in rendered and 'href="javascript' not in rendered
+    assert "<code>" not in rendered and "<em>" not in rendered and rendered.count("<a ") == 1
+    assert pages.slug("../../etc") == "_.._.._etc"
+    assert pages.slug("..") == "_.." and pages.slug("blocks.1.0") == "blocks.1.0"
+    assert "/" not in pages.slug("a/b") and pages.slug("a b<c>") == "a_b_c_"
+
+
+def test_strict_site_build(tmp_path):
+    from reportgen.site import build_site
+
+    store = Store(tmp_path / ".cache")
+    manifest = sample_manifest(store)
+    count = pages.write_docs(tmp_path, manifest, store)
+    assert count == 1 + 1 + 2 + 3  # home, model, layers, units
+    info = build_site(tmp_path)
+    site = tmp_path / "site"
+    assert (site / "index.html").is_file() and (site / "toy" / "stem" / "1" / "index.html").is_file()
+    assert (site / "toy" / "stem" / "img" / "1.webp").is_file()
+    layer_html = (site / "toy" / "stem" / "index.html").read_text()
+    assert 'href="1/index.html"' in layer_html  # tiles link to unit pages
+    home_html = (site / "index.html").read_text()
+    assert "toy/stem/1/index.html" not in home_html  # unit pages stay out of the nav
+    assert info.pages == 7
+
+
+def test_rewriting_docs_drops_stale_pages(tmp_path):
+    store = Store(tmp_path / ".cache")
+    manifest = sample_manifest(store)
+    pages.write_docs(tmp_path, manifest, store)
+    manifest["models"][0]["layers"].pop()
+    pages.write_docs(tmp_path, manifest, store)
+    assert not (tmp_path / "docs" / "toy" / "blocks.1").exists()
+    assert not (tmp_path / "docs.new").exists() and not (tmp_path / "docs.old").exists()

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from reportgen.config import RenderSettings
+from reportgen.optvis.objectives import Channel, Neuron
+from reportgen.optvis.param import FFTImage
+from reportgen.optvis.render import render_channels, unit_seed
+from reportgen.optvis.relu import redirected_relus
+
+FAST = RenderSettings(size=48, steps=24, pad=4, jitter=2)
+
+
+def test_score_rises(tiny):
+    result = render_channels(tiny, "blocks.1.0", [1, 3], FAST)
+    for r in result:
+        first, last = r.curve[0][1], r.curve[-1][1]
+        assert last > 1.5 * first > 0, (first, last)
+        assert r.activation > first
+        assert r.image.shape == (48, 48, 3) and r.image.dtype == np.uint8
+
+
+def test_batching_does_not_change_a_render(tiny):
+    together = render_channels(tiny, "blocks.1.0", [0, 5], FAST, seed=7)
+    alone = [render_channels(tiny, "blocks.1.0", [c], FAST, seed=7)[0] for c in (0, 5)]
+    for a, b in zip(together, alone):
+        diff = np.abs(a.image.astype(int) - b.image.astype(int))
+        assert diff.max() <= 2, diff.max()
+        assert a.activation == pytest.approx(b.activation, rel=1e-3, abs=1e-3)
+
+
+def test_same_seed_same_image_bit_for_bit(tiny):
+    a = render_channels(tiny, "blocks.1.0", [2], FAST, seed=1)[0]
+    b = render_channels(tiny, "blocks.1.0", [2], FAST, seed=1)[0]
+    c = render_channels(tiny, "blocks.1.0", [2], FAST, seed=2)[0]
+    assert np.array_equal(a.image, b.image)
+    assert not np.array_equal(a.image, c.image)
+    assert unit_seed(1, "blocks.1.0", 2) != unit_seed(1, "blocks.1.0", 3)
+
+
+def test_pixel_parameterization_and_neuron_objective(tiny):
+    settings = RenderSettings(size=48, steps=16, pad=4, jitter=2, param="pixel")
+    result = render_channels(tiny, "blocks.2.0", [0], settings, objective_kind="neuron")[0]
+    assert result.curve[-1][1] > result.curve[0][1]
+
+
+def test_vit_channels_are_token_features():
+    from reportgen.models import load_model
+
+    vit = load_model("test_vit", "none", "cpu")
+    result = render_channels(vit, "blocks.1", [0, 1], RenderSettings(size=160, steps=6, pad=0, jitter=2))
+    assert all(np.isfinite(r.activation) for r in result)
+
+
+def test_fft_image_is_in_range_and_seeded():
+    gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    image = FFTImage(32, gens)()
+    assert image.shape == (2, 3, 32, 32)
+    assert 0 <= image.min() and image.max() <= 1
+    again = FFTImage(32, [torch.Generator().manual_seed(1)])()
+    assert torch.equal(image[1:], again)
+
+
+def test_objective_algebra():
+    acts = {"a": torch.arange(2 * 3 * 2 * 2, dtype=torch.float).view(2, 3, 2, 2)}
+    ch = Channel("a", (0, 2))
+    expected = torch.stack([acts["a"][0, 0].mean(), acts["a"][1, 2].mean()])
+    assert torch.allclose(ch.score(acts), expected)
+    combined = ch + 0.5 * Neuron("a", (1, 1), row=0, col=0)
+    assert torch.allclose(combined.score(acts), expected + 0.5 * torch.stack([acts["a"][0, 1, 0, 0], acts["a"][1, 1, 0, 0]]))
+    assert (ch - ch).score(acts).abs().max() == 0
+    assert "channel 0,2" in combined.describe() and combined.to_dict()["kind"] == "sum"
+
+
+def test_redirected_relu_rescues_a_dead_unit_and_restores():
+    relu = torch.nn.ReLU()
+    model = torch.nn.Sequential(relu)
+    x = torch.full((1, 4), -1.0, requires_grad=True)
+    with redirected_relus(model):
+        y = model(x)
+        assert torch.equal(y, torch.zeros(1, 4))  # forward unchanged
+        (-y.sum()).backward()
+    assert (x.grad < 0).all()  # a descent step raises x back toward the active range
+    x.grad = None
+    (-model(x).sum()).backward()
+    assert (x.grad == 0).all()  # plain ReLU again outside the block
