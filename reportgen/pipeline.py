@@ -185,6 +185,7 @@ def _plan(name: str, config: BuildConfig):
     """Load the model and resolve its layers and units (all user input checked before any render)."""
     from .layers import catalogue, iter_units, module_layer, select_layers
     from .models import load_model, resolve_device
+    from .optvis.render import check_canvas
 
     device = resolve_device(config.device)
     loaded = load_model(name, config.weights, device, seed=config.seed)
@@ -192,6 +193,8 @@ def _plan(name: str, config: BuildConfig):
     layers = select_layers(catalogue(loaded.module, size), config.layers,
                            lookup=lambda path: module_layer(loaded.module, path, size))
     units = {layer.module: list(iter_units(layer, config.units.first, config.units.ids)) for layer in layers}
+    for layer in layers:
+        check_canvas(loaded, layer.module, config.render)
     return loaded, layers, units
 
 

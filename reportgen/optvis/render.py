@@ -106,6 +106,25 @@ def render_channels(
     ]
 
 
+def check_canvas(model: LoadedModel, layer: str, settings: RenderSettings) -> None:
+    """Fail early, with the fix, when the canvas is too small for the model to reach ``layer``.
+
+    Raises:
+        UsageError: the forward pass at the padded canvas size fails (e.g. inception_v3 at 64 px).
+    """
+    from ..errors import UsageError
+
+    side = settings.size + 2 * settings.pad
+    try:
+        with torch.no_grad(), FeatureTap(model.module, [layer], stop=True) as tap:
+            tap.run(torch.zeros(1, 3, side, side, device=model.device))
+    except RuntimeError as exc:
+        raise UsageError(
+            f"--size {settings.size} is too small for {model.name} to reach {layer} "
+            f"({str(exc).splitlines()[0][:80]}); try --size {model.preprocess.input_size[1]}"
+        ) from None
+
+
 def choose_batch(model: LoadedModel, layer: str, settings: RenderSettings, n_units: int, requested: int | None) -> int:
     """How many units to optimize at once: ``requested`` if given; on CPU up to 16; on a GPU as
     many as fit in 70% of free memory, measured with a one-unit probe step."""

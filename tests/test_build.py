@@ -1,0 +1,104 @@
+"""Whole builds at toy scale: manifest, pages, strict site, cache reuse and repair, random-weight labels."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reportgen.config import resolve_build_config
+from reportgen.pipeline import build, rebuild_site
+
+
+def tiny_config(out: Path, **flags):
+    base = {"model": ["test_efficientnet"], "weights": "none", "layers": "0,2,-1", "units": "3", "steps": 6,
+            "size": 32, "out": out, "preset": "quick"}
+    return resolve_build_config({**base, **flags})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "report"
+    report = build(tiny_config(out))
+    return out, report
+
+
+def test_manifest_pages_and_site(built):
+    out, report = built
+    assert report.exit_code == 0 and report.rendered == 9 and report.cached == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    model = manifest["models"][0]
+    assert model["name"] == "test_efficientnet" and model["device"] == "cpu" and model["seed"] == 0
+    assert set(model["versions"]) >= {"reportgen", "torch", "timm"} and model["timings"]["render"] > 0
+    assert [layer["module"] for layer in model["layers"]] == ["bn1", "blocks.1.0", "bn2"]
+    for layer in model["layers"]:
+        assert [u["channel"] for u in layer["units"]] == [0, 1, 2]
+        for unit in layer["units"]:
+            assert (out / unit["render"]).is_file()
+            assert "activation_ratio" in unit
+            assert (out / "site" / model["slug"] / layer["slug"] / str(unit["channel"]) / "index.html").is_file()
+    assert (out / "site" / "index.html").is_file() and report.site.pages == 1 + 1 + 3 + 9
+    assert "Random weights" in (out / "docs" / "test_efficientnet" / "index.md").read_text()
+
+
+def test_repeated_build_renders_nothing(built):
+    out, _ = built
+    report = build(tiny_config(out))
+    assert report.rendered == 0 and report.cached == 9
+
+
+def test_corrupt_cache_entry_is_rendered_again(built):
+    out, _ = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    key = manifest["models"][0]["layers"][1]["units"][0]["key"]
+    png = out / ".cache" / "renders" / key[:2] / f"{key}.png"
+    png.write_bytes(b"not a png")
+    report = build(tiny_config(out))
+    assert report.rendered == 1 and report.cached == 8
+
+
+def test_site_command_needs_no_model(built, monkeypatch):
+    out, _ = built
+    import reportgen.models
+
+    monkeypatch.setattr(reportgen.models, "load_model", lambda *a, **k: pytest.fail("site loaded a model"))
+    report = rebuild_site(out)
+    assert report.pages == 14 and (out / "site" / "index.html").is_file()
+
+
+def test_changed_settings_render_again_and_second_model_is_added(built):
+    out, _ = built
+    report = build(tiny_config(out, model=["test_resnet"], layers="-1", units="2"))
+    assert report.rendered == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["name"] for m in manifest["models"]] == ["test_efficientnet", "test_resnet"]
+    assert "test_resnet" in (out / "mkdocs.yml").read_text()
+
+
+def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
+    out = tmp_path / "inc"
+    report = build(resolve_build_config({"model": ["inception_v3"], "weights": "none", "layers": "0,-1", "units": "2",
+                                         "steps": 2, "size": 96, "out": out}))
+    assert report.exit_code == 0
+    model = json.loads((out / "manifest.json").read_text())["models"][0]
+    assert model["preprocess"]["input_size"] == [3, 299, 299]
+    assert model["preprocess"]["mean"] == [0.5, 0.5, 0.5] and model["preprocess"]["std"] == [0.5, 0.5, 0.5]
+    assert [len(layer["units"]) for layer in model["layers"]] == [2, 2]
+    for page in ["index.md", "inception_v3/index.md", "inception_v3/Mixed_7c/index.md"]:
+        assert "random" in (out / "docs" / page).read_text().lower()
+
+
+@pytest.mark.e2e
+def test_real_lite0_weights_end_to_end(tmp_path):
+    out = tmp_path / "lite0"
+    report = build(resolve_build_config({"layers": "2,-1", "units": "2", "steps": 24, "size": 64, "out": out}))
+    assert report.exit_code == 0 and report.rendered == 4
+    model = json.loads((out / "manifest.json").read_text())["models"][0]
+    assert model["weights"]["pretrained"] and model["weights"]["source"].startswith("bundled:")
+    chelsea = next(r for r in model["references"]["images"] if r["name"] == "chelsea")
+    assert "cat" in chelsea["predictions"][0]["label"]
+    units = [u for layer in model["layers"] for u in layer["units"]]
+    for u in units:  # render vs. best photograph; undefined where no photograph has a positive mean
+        expected = u["activation"] / u["ref_max"] if u["ref_max"] > 0 else None
+        assert u["activation_ratio"] == pytest.approx(expected) if expected else u["activation_ratio"] is None
+    assert sum(u["activation_ratio"] is not None and u["activation_ratio"] > 1 for u in units) >= 2
+    assert (out / "site" / "efficientnet_lite0" / "index.html").is_file()
