@@ -78,6 +78,7 @@ class BuildReport:
     pages: int = 0
     site: Any = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, summed over models
 
     @property
     def exit_code(self) -> int:
@@ -158,11 +159,14 @@ def publish(out: Path, manifest: dict, store: Store, report: BuildReport, site: 
     """Write pages from the manifest and, with ``site``, run a strict ``mkdocs build``."""
     from .pages import write_docs
 
+    started = time.perf_counter()
     report.pages = write_docs(out, manifest, store)
+    report.timings["pages"] = time.perf_counter() - started
     if site:
         from .site import build_site
 
         report.site = build_site(out)
+        report.timings["mkdocs"] = report.site.seconds
 
 
 def rebuild_site(out: Path, site: bool = True) -> BuildReport:
@@ -257,19 +261,24 @@ def build_model(name: str, config: BuildConfig, store: Store, progress: Progress
             for start in range(0, len(missing), batch):
                 chunk = missing[start:start + batch]
                 step_share = len(chunk) / settings.steps
+                batch_started = time.perf_counter()
                 results = render_channels(loaded, layer.module, chunk, settings, config.seed,
                                           on_step=lambda _s: progress.advance(step_share))
+                seconds = (time.perf_counter() - batch_started) / len(chunk)
                 for result in results:
                     found[result.channel] = store.put_render(keys[result.channel], result.image, {
                         "model": name, "layer": layer.module, "channel": result.channel, "seed": result.seed,
                         "activation": result.activation if result.ok else None, "curve": result.curve,
                         "objective": unit_objective("channel", layer.module, (result.channel,)).describe(),
+                        "seconds": round(seconds, 3), "device": str(loaded.device),
                     })
                     report.rendered += 1
         layer_entries.append(_layer_entry(name, layer, channels, found, stats[layer.module], report, slug, unit_image))
     progress.end()
     timings["render"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
+    for stage in ("load", "analysis", "render"):
+        report.timings[stage] = report.timings.get(stage, 0.0) + timings[stage]
 
     # Reference thumbnails for the model page and the unit pages that show a best image.
     wanted = set(int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE])
@@ -303,6 +312,7 @@ def build_model(name: str, config: BuildConfig, store: Store, progress: Progress
         "rendered": report.rendered - rendered_before,
         "cached": total - (report.rendered - rendered_before),
         "unit_count": total,
+        "render_seconds": round(sum(u["seconds"] for e in layer_entries for u in e["units"]), 1),
         "median_ratio": statistics.median(ratios) if ratios else None,
         "references": {
             "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
@@ -335,6 +345,7 @@ def _layer_entry(model_name, layer, channels, found, stats, report, slug, unit_i
             "seed": stored.meta.get("seed"),
             "objective": stored.meta.get("objective", ""),
             "curve": stored.meta.get("curve", []),
+            "seconds": stored.meta.get("seconds", 0.0),
             "failed": failed,
         })
     ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]

@@ -26,7 +26,7 @@ def sample_manifest(store: Store | None = None) -> dict:
         return {"channel": channel, "key": key, "render": f"docs/toy/{layer}/img/{channel}.webp", "activation": 2.0,
                 "ref_max": 2.0 / ratio if ratio else 0.0, "ref_mean": 0.5, "fire_rate": 0.75 if ratio else 0.0,
                 "ref_best_image": 0, "activation_ratio": ratio, "seed": 42, "objective": f"mean of channel {channel} at {layer}",
-                "curve": [[0, 0.1], [5, 1.0], [9, 2.0]], "failed": False}
+                "curve": [[0, 0.1], [5, 1.0], [9, 2.0]], "seconds": 1.5, "failed": False}
 
     layers = []
     for index, (name, units) in enumerate([("stem", [unit("stem", 0, 1.5), unit("stem", 1, 0.5)]),
@@ -42,7 +42,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                     "description": "random initialization (no pretrained weights)"},
         "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 64, 64],
                        "interpolation": "bicubic", "crop_pct": 0.9},
-        "device": "cpu", "seed": 0, "rendered": 3, "cached": 0, "unit_count": 3, "median_ratio": 1.0,
+        "device": "cpu", "seed": 0, "rendered": 3, "cached": 0, "unit_count": 3, "median_ratio": 1.0, "render_seconds": 4.5,
         "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
                                                     "max_angle": 10.0}},
