@@ -24,6 +24,7 @@ from .errors import OutputDirError, StoreError, UsageError
 from .store import Store, atomic_write, canonical_key
 
 MARKER = ".reportgen"  # marks a folder reportgen created; it refuses other non-empty folders
+MANIFEST_SCHEMA = 1  # bump when manifest fields change: older manifests are then not reused
 REF_THUMBS_ON_MODEL_PAGE = 16
 
 
@@ -109,10 +110,12 @@ def prepare_out(out: Path) -> Path:
 
 
 def read_manifest(out: Path) -> dict | None:
+    """The manifest in ``out`` if there is one of the current schema (else ``None``)."""
     try:
-        return json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA else None
 
 
 def write_manifest(out: Path, manifest: dict) -> None:
@@ -125,6 +128,7 @@ def merge_model(manifest: dict | None, entry: dict) -> dict:
     models = [m for m in manifest.get("models", []) if m["name"] != entry["name"]]
     models.append(entry)
     return {
+        "schema": MANIFEST_SCHEMA,
         "reportgen": __version__,
         "title": "reportgen: " + ", ".join(m["name"] for m in models),
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -178,7 +182,10 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
     started = time.perf_counter()
     manifest = read_manifest(out)
     if manifest is None:
-        raise StoreError(f"{Path(out) / 'manifest.json'} is missing; run `reportgen build --out {out}` first")
+        raise StoreError(
+            f"{Path(out) / 'manifest.json'} is missing or from another reportgen version; "
+            f"run `reportgen build --out {out}` (stored renders are reused)"
+        )
     report = BuildReport(Path(out))
     publish(Path(out), manifest, Store(Path(out) / ".cache"), report, site=site)
     report.seconds = time.perf_counter() - started

@@ -65,6 +65,14 @@ def test_site_command_needs_no_model(built, monkeypatch):
     assert report.pages == 14 and (out / "site" / "index.html").is_file()
 
 
+def test_site_refuses_a_manifest_of_another_version(tmp_path):
+    from reportgen.errors import StoreError
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": [{"name": "old"}]}))
+    with pytest.raises(StoreError, match="another reportgen version"):
+        rebuild_site(tmp_path)
+
+
 def test_changed_settings_render_again_and_second_model_is_added(built):
     out, _ = built
     report = build(tiny_config(out, model=["test_resnet"], layers="-1", units="2"))
