@@ -88,8 +88,7 @@ def render_layer(model: dict, index: int) -> str:
 def render_unit(model: dict, layer: dict, position: int) -> str:
     units = layer["units"]
     unit = units[position]
-    refs = model["references"]["images"]
-    best = refs[unit["ref_best_image"]] if unit.get("ref_best_image") is not None else None
+    best = next((r for r in model["references"]["images"] if r["index"] == unit.get("ref_best_image")), None)
     return _template("unit.md.j2").render(
         model=model, layer=layer, unit=unit, best=best, curve=_curve_svg(unit["curve"]),
         prev=units[position - 1] if position > 0 else None,

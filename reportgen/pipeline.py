@@ -21,6 +21,7 @@ from typing import Any
 from . import __version__
 from .config import BuildConfig, RenderSettings
 from .errors import OutputDirError, StoreError, UsageError
+from .pages import slug, unit_image
 from .store import Store, atomic_write, canonical_key
 
 MARKER = ".reportgen"  # marks a folder reportgen created; it refuses other non-empty folders
@@ -211,15 +212,10 @@ def _plan(name: str, config: BuildConfig):
 
 def build_model(name: str, config: BuildConfig, store: Store, progress: Progress, report: BuildReport) -> dict:
     """Render one model's selected units and return its manifest entry."""
-    import numpy as np
     import timm
     import torch
 
-    from .analysis.activations import LayerStats, analyze_references
-    from .analysis.references import center_crop, folder_references, load_rgb, skimage_references
-    from .pages import slug, unit_image
-    from .optvis.objectives import unit_objective
-    from .optvis.render import choose_batch, render_channels
+    from .analysis.references import folder_references, skimage_references
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -227,112 +223,134 @@ def build_model(name: str, config: BuildConfig, store: Store, progress: Progress
     loaded, layers, units = _plan(name, config)
     timings["load"] = time.perf_counter() - t0
 
-    # Reference statistics: one streaming pass, cached by model, weights, layers and image set.
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
-    modules = [layer.module for layer in layers]
-    pre = vars(loaded.preprocess)
-    analysis_key = canonical_key({"kind": "reference-stats", "v": 2, "model": name, "weights": loaded.weights.digest,
-                                  "layers": modules, "refs": refs.digest, "preprocess": pre})
-    arrays = store.get_arrays(analysis_key)
-    if arrays is None:
-        progress.stage(f"{name}: reference images")
-        analysis = analyze_references(loaded, modules, refs)
-        arrays = {k: v for layer, s in analysis.layers.items() for k, v in s.to_arrays(layer).items()}
-        arrays["used"] = np.array(analysis.used)
-        arrays["predictions"] = np.array(
-            [[i, c, p] for i, top in analysis.predictions.items() for c, p in top], dtype=float).reshape(-1, 3)
-        arrays["skipped"] = np.array(refs.skipped, dtype=str)
-        store.put_arrays(analysis_key, arrays)
-    stats = {m: LayerStats.from_arrays(arrays, m) for m in modules}
+    stats, arrays = _reference_stats(loaded, [layer.module for layer in layers], refs, store, progress)
     timings["analysis"] = time.perf_counter() - t0
 
-    # Renders: cache hits first, then the misses of each layer in batches.
     t0 = time.perf_counter()
-    settings = config.render
     total = sum(len(u) for u in units.values())
-    progress.begin(total, f"{name}")
-    layer_entries = []
     rendered_before = report.rendered
+    progress.begin(total, name)
+    layer_entries = []
     for layer in layers:
         progress.stage(f"{name} {layer.module}")
-        channels = units[layer.module]
-        keys = {c: store.render_key(name, loaded.weights.digest, layer.module, c, settings.to_dict(), config.seed, pre)
-                for c in channels}
-        found = {c: store.get_render(keys[c]) for c in channels}
-        missing = [c for c in channels if found[c] is None]
-        report.cached += len(channels) - len(missing)
-        progress.advance(len(channels) - len(missing))
-        if missing:
-            batch = choose_batch(loaded, layer.module, settings, len(missing), config.batch)
-            for start in range(0, len(missing), batch):
-                chunk = missing[start:start + batch]
-                step_share = len(chunk) / settings.steps
-                batch_started = time.perf_counter()
-                results = render_channels(loaded, layer.module, chunk, settings, config.seed,
-                                          on_step=lambda _s: progress.advance(step_share))
-                seconds = (time.perf_counter() - batch_started) / len(chunk)
-                for result in results:
-                    found[result.channel] = store.put_render(keys[result.channel], result.image, {
-                        "model": name, "layer": layer.module, "channel": result.channel, "seed": result.seed,
-                        "activation": result.activation if result.ok else None, "curve": result.curve,
-                        "objective": unit_objective("channel", layer.module, (result.channel,)).describe(),
-                        "seconds": round(seconds, 3), "device": str(loaded.device),
-                    })
-                    report.rendered += 1
-        layer_entries.append(_layer_entry(name, layer, channels, found, stats[layer.module], report, slug, unit_image))
+        found = _render_layer(loaded, layer.module, units[layer.module], config, store, progress, report)
+        layer_entries.append(_layer_entry(name, layer, found, stats[layer.module], report))
     progress.end()
     timings["render"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
     for stage in ("load", "analysis", "render"):
         report.timings[stage] = report.timings.get(stage, 0.0) + timings[stage]
 
-    # Reference thumbnails for the model page and the unit pages that show a best image.
-    wanted = set(int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE])
-    wanted |= {u["ref_best_image"] for entry in layer_entries for u in entry["units"] if u["ref_best_image"] is not None}
-    predictions: dict[int, list] = {}
-    for i, c, p in arrays["predictions"]:
-        predictions.setdefault(int(i), []).append((int(c), float(p)))
-    labels = _imagenet_labels(loaded.module)
-    reference_entries = []
-    for i, ref in enumerate(refs.images):
-        if i not in wanted:
-            reference_entries.append({"name": ref.name, "image": None, "thumb": None, "predictions": []})
-            continue
-        key = store.put_image(center_crop(load_rgb(ref), loaded.preprocess.input_size[1], loaded.preprocess.crop_pct))
-        reference_entries.append({
-            "name": ref.name, "image": key, "thumb": f"{i}.webp",
-            "predictions": [{"class": c, "label": labels.get(c, f"class {c}"), "prob": p} for c, p in predictions.get(i, [])],
-        })
+    # Reference thumbnails: the first few for the model page, and every unit's best image.
+    wanted = {int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]}
+    wanted |= {u["ref_best_image"] for e in layer_entries for u in e["units"] if u["ref_best_image"] is not None}
     ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
+    rendered = report.rendered - rendered_before
     return {
         "name": name,
         "slug": slug(name),
         "weights": {**vars(loaded.weights), "description": loaded.weights.describe()},
-        "preprocess": pre,
+        "preprocess": vars(loaded.preprocess),
         "device": str(loaded.device),
         "settings": config.to_dict(),
         "seed": config.seed,
         "versions": {"reportgen": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "python": platform.python_version()},
         "timings": {k: round(v, 2) for k, v in timings.items()},
-        "rendered": report.rendered - rendered_before,
-        "cached": total - (report.rendered - rendered_before),
+        "rendered": rendered,
+        "cached": total - rendered,
         "unit_count": total,
         "render_seconds": round(sum(u["seconds"] for e in layer_entries for u in e["units"]), 1),
         "median_ratio": statistics.median(ratios) if ratios else None,
         "references": {
             "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
-            "images": [r for r in reference_entries if r["image"] is not None],
+            "images": _reference_entries(loaded, refs, arrays, sorted(wanted), store),
         },
         "layers": layer_entries,
     }
 
 
-def _layer_entry(model_name, layer, channels, found, stats, report, slug, unit_image) -> dict:
+def _reference_stats(loaded, modules: list[str], refs, store: Store, progress: Progress):
+    """Per-unit statistics over the reference images: one streaming pass, cached by model, weights,
+    layers and image set. Returns ({layer: LayerStats}, the stored arrays)."""
+    import numpy as np
+
+    from .analysis.activations import LayerStats, analyze_references
+
+    key = canonical_key({"kind": "reference-stats", "v": 2, "model": loaded.name, "weights": loaded.weights.digest,
+                         "layers": modules, "refs": refs.digest, "preprocess": vars(loaded.preprocess)})
+    arrays = store.get_arrays(key)
+    if arrays is None:
+        progress.stage(f"{loaded.name}: reference images")
+        analysis = analyze_references(loaded, modules, refs)
+        arrays = {k: v for layer, s in analysis.layers.items() for k, v in s.to_arrays(layer).items()}
+        arrays["used"] = np.array(analysis.used)
+        arrays["predictions"] = np.array(
+            [[i, c, p] for i, top in analysis.predictions.items() for c, p in top], dtype=float).reshape(-1, 3)
+        arrays["skipped"] = np.array(refs.skipped, dtype=str)
+        store.put_arrays(key, arrays)
+    return {m: LayerStats.from_arrays(arrays, m) for m in modules}, arrays
+
+
+def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, store: Store, progress: Progress,
+                  report: BuildReport) -> dict:
+    """Stored renders of ``channels`` of ``layer``: cache hits, then the misses rendered in batches."""
+    from .optvis.objectives import unit_objective
+    from .optvis.render import choose_batch, render_channels
+
+    settings = config.render
+    keys = {c: Store.render_key(loaded.name, loaded.weights.digest, layer, c, settings.to_dict(), config.seed,
+                                vars(loaded.preprocess)) for c in channels}
+    found = {c: store.get_render(keys[c]) for c in channels}
+    missing = [c for c in channels if found[c] is None]
+    report.cached += len(channels) - len(missing)
+    progress.advance(len(channels) - len(missing))
+    if not missing:
+        return found
+    batch = choose_batch(loaded, layer, settings, len(missing), config.batch)
+    for start in range(0, len(missing), batch):
+        chunk = missing[start:start + batch]
+        share = len(chunk) / settings.steps
+        started = time.perf_counter()
+        results = render_channels(loaded, layer, chunk, settings, config.seed, on_step=lambda _s: progress.advance(share))
+        seconds = (time.perf_counter() - started) / len(chunk)
+        for result in results:
+            found[result.channel] = store.put_render(keys[result.channel], result.image, {
+                "model": loaded.name, "layer": layer, "channel": result.channel, "seed": result.seed,
+                "activation": result.activation if result.ok else None, "curve": result.curve,
+                "objective": unit_objective("channel", layer, (result.channel,)).describe(),
+                "seconds": round(seconds, 3), "device": str(loaded.device),
+            })
+            report.rendered += 1
+    return found
+
+
+def _reference_entries(loaded, refs, arrays: dict, indices: list[int], store: Store) -> list[dict]:
+    """Manifest entries (thumbnail in the store, top predictions) for the reference images ``indices``."""
+    from .analysis.references import center_crop, load_rgb
+
+    predictions: dict[int, list] = {}
+    for i, c, p in arrays["predictions"]:
+        predictions.setdefault(int(i), []).append((int(c), float(p)))
+    labels = _imagenet_labels(loaded.module)
+    entries = []
+    for i in indices:
+        ref = refs.images[i]
+        pixels = center_crop(load_rgb(ref), loaded.preprocess.input_size[1], loaded.preprocess.crop_pct)
+        entries.append({
+            "index": i, "name": ref.name, "image": store.put_image(pixels), "thumb": f"{i}.webp",
+            "predictions": [{"class": c, "label": labels.get(c, f"class {c}"), "prob": p} for c, p in predictions.get(i, [])],
+        })
+    return entries
+
+
+def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport) -> dict:
+    """A layer's manifest entry: its facts and, per unit, the render, its ratio and statistics."""
     entry = {**layer.to_dict(), "slug": slug(layer.module), "units": []}
     model_stub = {"slug": slug(model_name)}
-    for c in channels:
+    for c in found:
         stored = found[c]
         activation = stored.meta.get("activation")
         ref_max = float(stats.max_mean[c])

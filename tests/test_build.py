@@ -110,3 +110,27 @@ def test_real_lite0_weights_end_to_end(tmp_path):
         assert u["activation_ratio"] == pytest.approx(expected) if expected else u["activation_ratio"] is None
     assert sum(u["activation_ratio"] is not None and u["activation_ratio"] > 1 for u in units) >= 2
     assert (out / "site" / "efficientnet_lite0" / "index.html").is_file()
+
+
+def test_own_image_folder_best_images_and_skipped_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        pixels = (rng.random((40 + i, 50, 3)) * 255 * (i % 4 + 1) / 4).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / ("sub" if i % 2 else "") / f"img{i:02d}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "out"
+    report = build(tiny_config(out, images=folder, layers="-1", units="4"))
+    assert report.exit_code == 0
+    model = json.loads((out / "manifest.json").read_text())["models"][0]
+    refs = {r["index"]: r for r in model["references"]["images"]}
+    assert model["references"]["skipped"] and "broken.jpg" in model["references"]["skipped"][0]
+    for unit in model["layers"][0]["units"]:
+        best = refs[unit["ref_best_image"]]
+        page = (out / "docs" / "test_efficientnet" / "bn2" / str(unit["channel"]) / "index.md").read_text()
+        assert f"refs/{best['thumb']}" in page and best["name"].replace(".", "\\.").split("/")[-1] in page
+    assert "1 file(s) skipped" in (out / "docs" / "test_efficientnet" / "index.md").read_text()

@@ -25,7 +25,7 @@ def sample_manifest(store: Store | None = None) -> dict:
             store.put_render(key, np.full((32, 32, 3), 40 * channel, np.uint8), {"activation": 2.0})
         return {"channel": channel, "key": key, "render": f"docs/toy/{layer}/img/{channel}.webp", "activation": 2.0,
                 "ref_max": 2.0 / ratio if ratio else 0.0, "ref_mean": 0.5, "fire_rate": 0.75 if ratio else 0.0,
-                "ref_best_image": 0, "activation_ratio": ratio, "seed": 42, "objective": f"mean of channel {channel} at {layer}",
+                "ref_best_image": 3, "activation_ratio": ratio, "seed": 42, "objective": f"mean of channel {channel} at {layer}",
                 "curve": [[0, 0.1], [5, 1.0], [9, 2.0]], "seconds": 1.5, "failed": False}
 
     layers = []
@@ -49,7 +49,7 @@ def sample_manifest(store: Store | None = None) -> dict:
         "versions": {"reportgen": "0.1.0", "torch": "2", "timm": "1", "python": "3"},
         "timings": {"load": 1.0, "analysis": 2.0, "render": 3.0, "total": 6.0},
         "references": {"label": "toy images (1)", "digest": "d", "skipped": [],
-                       "images": [{"name": "grey", "image": image_key, "thumb": "0.webp",
+                       "images": [{"index": 3, "name": "grey", "image": image_key, "thumb": "3.webp",
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }

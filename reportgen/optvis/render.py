@@ -7,6 +7,7 @@ render is the same whether it is optimized alone or with 31 others.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -135,7 +136,7 @@ def choose_batch(model: LoadedModel, layer: str, settings: RenderSettings, n_uni
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(model.device)
     before = torch.cuda.memory_allocated(model.device)
-    probe = settings.__class__(**{**settings.to_dict(), "steps": 1})
+    probe = dataclasses.replace(settings, steps=1)
     render_channels(model, layer, [0], probe)
     per_item = max(1, torch.cuda.max_memory_allocated(model.device) - before)
     free, _total = torch.cuda.mem_get_info(model.device)
