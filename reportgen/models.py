@@ -171,23 +171,25 @@ def _load_from_hub(name: str, model: nn.Module) -> str:
     hub_id = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id")
     if not hub_id:
         raise WeightsError(f"no pretrained weights are known for {name!r}; {alternatives}")
-    with _offline_unless_reachable():
+    with _offline_unless_reachable() as reachable:
         try:
             pretrained = timm.create_model(name, pretrained=True)
         except (OSError, RuntimeError, ValueError) as exc:
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise WeightsError(
-                f"cannot get pretrained weights for {name!r} from the hub ({hub_id}): {reason}; {alternatives}"
-            ) from None
+            if not reachable:
+                reason = "the hub cannot be reached and they are not in the local cache"
+            else:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+            raise WeightsError(f"no pretrained weights for {name!r} from the hub ({hub_id}): {reason}; {alternatives}") from None
     model.load_state_dict(pretrained.state_dict())
     return f"hub:{hub_id}"
 
 
 @contextmanager
-def _offline_unless_reachable(timeout: float = 3.0) -> Iterator[None]:
+def _offline_unless_reachable(timeout: float = 3.0) -> Iterator[bool]:
     """Put huggingface_hub in offline mode (cache only) when its endpoint cannot be reached.
 
     Without this, a machine with no network waits about a minute in retries before failing.
+    Yields whether the endpoint was reachable.
     """
     from huggingface_hub import constants
 
@@ -201,7 +203,7 @@ def _offline_unless_reachable(timeout: float = 3.0) -> Iterator[None]:
     if not reachable:
         constants.HF_HUB_OFFLINE = True
     try:
-        yield
+        yield reachable
     finally:
         constants.HF_HUB_OFFLINE = previous
 

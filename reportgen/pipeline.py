@@ -89,8 +89,8 @@ class BuildReport:
 
 # ---------------------------------------------------------------- output folder and manifest
 
-def prepare_out(out: Path) -> Path:
-    """Create or reuse ``out``; refuse a file, an unwritable folder, or a non-empty folder not ours.
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that is a file or a non-empty folder reportgen did not create.
 
     Raises:
         OutputDirError: with what to do instead.
@@ -102,6 +102,16 @@ def prepare_out(out: Path) -> Path:
         raise OutputDirError(
             f"--out {out} is a non-empty folder that reportgen did not create; choose an empty or new folder"
         )
+
+
+def prepare_out(out: Path) -> Path:
+    """Create or reuse ``out`` (after ``check_out``) and mark it as reportgen's.
+
+    Raises:
+        OutputDirError: the folder cannot be created or written.
+    """
+    out = Path(out)
+    check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text(f"reportgen {__version__}\n", encoding="utf-8")
@@ -147,12 +157,17 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     """
     started = time.perf_counter()
     progress = progress or Progress()
+    check_out(config.out)
+    plans = []  # every model, layer and unit is checked before anything is written or rendered
+    for name in config.models:
+        progress.stage(f"{name}: loading")
+        plans.append(_plan(name, config))
     out = prepare_out(config.out)
     store = Store(out / ".cache")
     report = BuildReport(out)
     manifest = read_manifest(out)
-    for name in config.models:
-        entry = build_model(name, config, store, progress, report)
+    for plan in plans:
+        entry = build_model(plan, config, store, progress, report)
         manifest = merge_model(manifest, entry)
         write_manifest(out, manifest)  # after each model, so a later failure keeps this one
     publish(out, manifest, store, report, site=config.site)
@@ -193,12 +208,23 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
     return report
 
 
-def _plan(name: str, config: BuildConfig):
+@dataclass
+class Plan:
+    """One model ready to render: loaded, with its selected layers and their channel ids."""
+
+    loaded: Any
+    layers: list
+    units: dict[str, list[int]]
+    load_seconds: float
+
+
+def _plan(name: str, config: BuildConfig) -> Plan:
     """Load the model and resolve its layers and units (all user input checked before any render)."""
     from .layers import catalogue, iter_units, module_layer, select_layers
     from .models import load_model, resolve_device
     from .optvis.render import check_canvas
 
+    started = time.perf_counter()
     device = resolve_device(config.device)
     loaded = load_model(name, config.weights, device, seed=config.seed)
     size = loaded.preprocess.input_size
@@ -207,21 +233,18 @@ def _plan(name: str, config: BuildConfig):
     units = {layer.module: list(iter_units(layer, config.units.first, config.units.ids)) for layer in layers}
     for layer in layers:
         check_canvas(loaded, layer.module, config.render)
-    return loaded, layers, units
+    return Plan(loaded, layers, units, time.perf_counter() - started)
 
 
-def build_model(name: str, config: BuildConfig, store: Store, progress: Progress, report: BuildReport) -> dict:
-    """Render one model's selected units and return its manifest entry."""
+def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progress, report: BuildReport) -> dict:
+    """Render one planned model's selected units and return its manifest entry."""
     import timm
     import torch
 
     from .analysis.references import folder_references, skimage_references
 
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    progress.stage(f"{name}: loading")
-    loaded, layers, units = _plan(name, config)
-    timings["load"] = time.perf_counter() - t0
+    loaded, layers, units, name = plan.loaded, plan.layers, plan.units, plan.loaded.name
+    timings: dict[str, float] = {"load": plan.load_seconds}
 
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
@@ -414,8 +437,8 @@ def render_unit(config: BuildConfig, layer: str, unit: int, neuron: bool, out_fi
 
     if Path(out_file).suffix.lower() != ".png":
         raise UsageError(f"--out {out_file}: the render is written as PNG; give a path ending in .png")
-    loaded, layers, _ = _plan(config.models[0], dataclasses.replace(config, layers=layer))
-    target = layers[0]
+    plan = _plan(config.models[0], dataclasses.replace(config, layers=layer))
+    loaded, target = plan.loaded, plan.layers[0]
     if not 0 <= unit < target.channels:
         from .errors import UnknownUnitError
 

@@ -83,7 +83,8 @@ def test_wrong_shaped_weights_file(tmp_path):
 def test_hub_weights_offline_names_both_alternatives(tmp_path):
     code, output = run("build", "--model", "inception_v3", "--out", str(tmp_path / "o"))
     assert code == 2
-    assert_one_line_error(output, "--weights PATH", "--weights none")
+    assert_one_line_error(output, "cannot be reached", "--weights PATH", "--weights none")
+    assert not (tmp_path / "o").exists()  # nothing is written for a build that cannot start
 
 
 def test_output_folder_checks(tmp_path):
