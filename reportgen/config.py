@@ -178,8 +178,8 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     merged: dict[str, Any] = read_config_file(config_file) if config_file else {}
     merged.update({k: v for k, v in flags.items() if v not in (None, (), [])})
 
-    device = str(merged.get("device", "auto"))
-    preset_name = merged.get("preset") or ("standard" if _has_cuda(device) else "quick")
+    device = _text(merged, "device", "auto")
+    preset_name = _text(merged, "preset", None) or ("standard" if _has_cuda(device) else "quick")
     if preset_name not in PRESETS:
         raise UsageError(f"--preset {preset_name!r} is unknown; choose one of: {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
@@ -190,30 +190,50 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     if batch is not None:
         batch = _positive_int(batch, "--batch")
     seed = merged.get("seed", 0)
-    if not isinstance(seed, int) and not str(seed).lstrip("-").isdigit():
-        raise UsageError(f"--seed {seed!r} must be an integer")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"--seed {seed!r} must be a whole number")
 
     models = merged.get("model") or [DEFAULT_MODEL]
-    if isinstance(models, str):
-        models = [models]
-    images = merged.get("images")
+    models = [models] if isinstance(models, str) else models
+    if not isinstance(models, list) or not all(isinstance(m, str) and m.strip() for m in models):
+        raise UsageError(f"--model {models!r}: give timm model names, e.g. --model resnet50")
+    layers, units = merged.get("layers"), merged.get("units", preset.units)
+    for flag, value in (("--layers", layers), ("--units", units)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise UsageError(f"{flag} {value!r}: give a string such as '0,3,-1' (see reportgen build --help)")
+    images = _text(merged, "images", None)
+    site = merged.get("site", True)
+    if not isinstance(site, bool):
+        raise UsageError(f"site = {site!r} must be true or false")
     return BuildConfig(
-        models=tuple(dict.fromkeys(models)),
-        weights=str(merged.get("weights", "auto")),
-        layers=None if merged.get("layers") is None else str(merged["layers"]),
-        units=parse_units(merged.get("units", preset.units)),
+        models=tuple(dict.fromkeys(m.strip() for m in models)),
+        weights=_text(merged, "weights", "auto"),
+        layers=None if layers is None else str(layers),
+        units=parse_units(units),
         images=Path(images) if images else None,
         preset=preset_name,
         render=RenderSettings(size=size, steps=steps),
         device=device,
         batch=batch,
-        seed=int(seed),
-        out=Path(merged.get("out", "report")),
-        site=bool(merged.get("site", True)),
+        seed=seed,
+        out=Path(_text(merged, "out", "report")),
+        site=site,
     )
 
 
+def _text(merged: dict[str, Any], key: str, default: str | None) -> str | None:
+    """A string setting (paths come as ``Path`` from the command line)."""
+    value = merged.get(key, default)
+    if value is None or isinstance(value, Path):
+        return None if value is None else str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{key} = {value!r} must be a non-empty string")
+    return value
+
+
 def _positive_int(value: Any, flag: str, minimum: int = 1) -> int:
+    if isinstance(value, bool):
+        raise UsageError(f"{flag} {value!r} must be a whole number")
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -40,6 +40,10 @@ def _ratio(value: float | None) -> str:
     return "—" if value is None else f"×{value:.2f}"
 
 
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resources.files("reportgen.templates"))),
@@ -49,7 +53,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,  # Markdown output: names go through the explicit ``md`` filter
     )
-    env.filters.update(md=md_escape, ratio=_ratio, url=lambda s: quote(str(s)), attr=lambda s: html.escape(str(s), quote=True))
+    env.filters.update(md=md_escape, ratio=_ratio, num=_number, url=lambda s: quote(str(s)), attr=lambda s: html.escape(str(s), quote=True))
     return env
 
 
@@ -145,7 +149,7 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
             page(f"{m}/{layer['slug']}/index.md", render_layer(model, i))
             for position, unit in enumerate(layer["units"]):
                 page(f"{m}/{layer['slug']}/{unit['channel']}/index.md", render_unit(model, layer, position))
-                stored = store.get_render(unit["key"])
+                stored = store.get_render(unit["key"]) if unit["key"] else None
                 if stored is not None:
                     target = out / unit["render"]
                     relative = target.relative_to(out / "docs")

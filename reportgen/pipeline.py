@@ -8,25 +8,29 @@ object; ``BuildReport`` counts rendered / cached / failed units and owns the exi
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import math
 import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import __version__
 from .config import BuildConfig, RenderSettings
 from .errors import OutputDirError, StoreError, UsageError
 from .pages import slug, unit_image
-from .store import Store, atomic_write, canonical_key
+from .store import Store, atomic_write, canonical_key, exclusive
 
 MARKER = ".reportgen"  # marks a folder reportgen created; it refuses other non-empty folders
 MANIFEST_SCHEMA = 1  # bump when manifest fields change: older manifests are then not reused
 REF_THUMBS_ON_MODEL_PAGE = 16
+RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 
 
 class Progress:
@@ -165,14 +169,29 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     out = prepare_out(config.out)
     store = Store(out / ".cache")
     report = BuildReport(out)
-    manifest = read_manifest(out)
-    for plan in plans:
-        entry = build_model(plan, config, store, progress, report)
-        manifest = merge_model(manifest, entry)
-        write_manifest(out, manifest)  # after each model, so a later failure keeps this one
-    publish(out, manifest, store, report, site=config.site)
+    with exclusive(out), _disk_full_is_an_error(out):
+        manifest = read_manifest(out)
+        for plan in plans:
+            entry = build_model(plan, config, store, progress, report)
+            manifest = merge_model(manifest, entry)
+            write_manifest(out, manifest)  # after each model, so a later failure keeps this one
+        publish(out, manifest, store, report, site=config.site)
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def _disk_full_is_an_error(out: Path) -> Iterator[None]:
+    """A full disk becomes one clear line; what was stored before stays valid (writes are atomic)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OutputDirError(
+            f"the disk is full (writing {exc.filename or out}); free some space and run the same command "
+            "again: finished renders are kept"
+        ) from None
 
 
 def publish(out: Path, manifest: dict, store: Store, report: BuildReport, site: bool = True) -> None:
@@ -203,7 +222,8 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
             f"run `reportgen build --out {out}` (stored renders are reused)"
         )
     report = BuildReport(Path(out))
-    publish(Path(out), manifest, Store(Path(out) / ".cache"), report, site=site)
+    with exclusive(Path(out)), _disk_full_is_an_error(Path(out)):
+        publish(Path(out), manifest, Store(Path(out) / ".cache"), report, site=site)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -259,7 +279,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     for layer in layers:
         progress.stage(f"{name} {layer.module}")
         found = _render_layer(loaded, layer.module, units[layer.module], config, store, progress, report)
-        layer_entries.append(_layer_entry(name, layer, found, stats[layer.module], report))
+        layer_entries.append(_layer_entry(name, layer, found, stats[layer.module], report, config.seed))
     progress.end()
     timings["render"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
@@ -338,15 +358,23 @@ def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, 
         share = len(chunk) / settings.steps
         started = time.perf_counter()
         results = render_channels(loaded, layer, chunk, settings, config.seed, on_step=lambda _s: progress.advance(share))
+        failed = [r.channel for r in results if not r.ok]
+        if failed:  # a NaN or inf: retry those units once with a gentler learning rate
+            gentler = dataclasses.replace(settings, lr=settings.lr * RETRY_LR_FACTOR)
+            retried = {r.channel: r for r in render_channels(loaded, layer, failed, gentler, config.seed)}
+            results = [retried.get(r.channel, r) for r in results]
         seconds = (time.perf_counter() - started) / len(chunk)
         for result in results:
+            report.rendered += 1
+            if not result.ok:
+                continue  # not stored: the next build tries again; the page says it failed
             found[result.channel] = store.put_render(keys[result.channel], result.image, {
                 "model": loaded.name, "layer": layer, "channel": result.channel, "seed": result.seed,
-                "activation": result.activation if result.ok else None, "curve": result.curve,
+                "activation": result.activation, "curve": result.curve,
                 "objective": unit_objective("channel", layer, (result.channel,)).describe(),
+                "lr": settings.lr * (RETRY_LR_FACTOR if result.channel in failed else 1.0),
                 "seconds": round(seconds, 3), "device": str(loaded.device),
             })
-            report.rendered += 1
     return found
 
 
@@ -369,37 +397,47 @@ def _reference_entries(loaded, refs, arrays: dict, indices: list[int], store: St
     return entries
 
 
-def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport) -> dict:
-    """A layer's manifest entry: its facts and, per unit, the render, its ratio and statistics."""
+def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int) -> dict:
+    """A layer's manifest entry: its facts and, per unit, the render (``None`` if it failed), its
+    activation ratio and its statistics over the reference images."""
+    from .optvis.objectives import unit_objective
+    from .optvis.render import unit_seed
+
     entry = {**layer.to_dict(), "slug": slug(layer.module), "units": []}
     model_stub = {"slug": slug(model_name)}
-    for c in found:
-        stored = found[c]
-        activation = stored.meta.get("activation")
-        ref_max = float(stats.max_mean[c])
-        failed = activation is None
+    for c, stored in found.items():
+        failed = stored is None
+        meta = {} if failed else stored.meta
+        activation = meta.get("activation")
+        ref_max, ref_mean = _finite(stats.max_mean[c]), _finite(stats.mean[c])
         if failed:
             report.failed.append(f"{model_name} {layer.module} unit {c}")
         entry["units"].append({
             "channel": c,
-            "key": stored.key,
-            "render": unit_image(model_stub, entry, c),
+            "key": None if failed else stored.key,
+            "render": None if failed else unit_image(model_stub, entry, c),
             "activation": activation,
             "ref_max": ref_max,
-            "ref_mean": float(stats.mean[c]),
+            "ref_mean": ref_mean,
             "fire_rate": float(stats.fire_rate[c]),
-            "ref_best_image": int(stats.argmax[c]) if ref_max > float("-inf") else None,
-            "activation_ratio": (activation / ref_max) if (not failed and ref_max > 0) else None,
-            "seed": stored.meta.get("seed"),
-            "objective": stored.meta.get("objective", ""),
-            "curve": stored.meta.get("curve", []),
-            "seconds": stored.meta.get("seconds", 0.0),
+            "ref_best_image": None if ref_max is None else int(stats.argmax[c]),
+            "activation_ratio": activation / ref_max if not failed and ref_max is not None and ref_max > 0 else None,
+            "seed": meta.get("seed", unit_seed(config_seed, layer.module, c)),
+            "objective": meta.get("objective", unit_objective("channel", layer.module, (c,)).describe()),
+            "curve": meta.get("curve", []),
+            "seconds": meta.get("seconds", 0.0),
             "failed": failed,
         })
     ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]
     entry["median_ratio"] = statistics.median(ratios) if ratios else None
     entry["dead"] = [u["channel"] for u in entry["units"] if u["fire_rate"] == 0]
     return entry
+
+
+def _finite(value) -> float | None:
+    """A JSON-safe number: ``None`` for NaN and infinities."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _imagenet_labels(model) -> dict[int, str]:

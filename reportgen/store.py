@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -28,7 +29,7 @@ RENDER_ALGO_VERSION = 2
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -38,6 +39,38 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+TMP_SUFFIX = ".tmp"
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block; a second holder is refused at once, not queued.
+
+    Inside, temporary files left by a killed writer are removed: only finished files remain.
+
+    Raises:
+        OutputDirError: another process holds the lock.
+    """
+    import fcntl
+
+    from .errors import OutputDirError
+
+    handle = open(Path(folder) / ".reportgen.lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputDirError(
+                f"--out {folder} is busy: another reportgen process is writing into it; "
+                "wait for it to finish or choose another --out"
+            ) from None
+        for stale in Path(folder).rglob(f".*{TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        handle.close()  # closing releases the lock
 
 
 def canonical_key(spec: dict[str, Any]) -> str:

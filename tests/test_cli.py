@@ -6,22 +6,7 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
-
-from reportgen.cli import main
-
-
-def run(*args):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def assert_one_line_error(output, *needles):
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), output
-    assert "Traceback" not in output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+from helpers import assert_one_line_error, run
 
 
 def test_help_is_fast_and_imports_no_torch():

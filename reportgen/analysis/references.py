@@ -81,17 +81,29 @@ def folder_references(folder: Path) -> ReferenceSet:
     return ReferenceSet(images, h.hexdigest()[:16], f"{folder} ({len(images)} files)")
 
 
+MIN_SIDE = 16  # smaller images carry too little to measure a unit on
+
+
 def load_rgb(ref: ReferenceImage) -> np.ndarray:
-    """Decode one reference image as uint8 RGB [H, W, 3]; raises OSError/ValueError if unreadable."""
+    """Decode one reference image as uint8 RGB [H, W, 3].
+
+    Raises:
+        OSError / ValueError / SyntaxError: unreadable, truncated or not an image.
+        Image.DecompressionBombError: larger than Pillow's pixel limit.
+    """
     if ref.source.startswith("skimage:"):
         from skimage import data
 
         array = np.asarray(getattr(data, ref.source.split(":", 1)[1])())
         image = Image.fromarray(array)
     else:
-        with Image.open(ref.source) as opened:
-            opened.load()
-            image = opened
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # half the limit is already too big
+            with Image.open(ref.source) as opened:
+                opened.load()
+                image = opened
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(f"too small ({image.width}x{image.height} px)")
     if image.mode == "I;16" or image.mode == "I":
         image = Image.fromarray((np.asarray(image, dtype=np.float64) / 256).clip(0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGB"))
@@ -115,8 +127,8 @@ def iter_batches(refs: ReferenceSet, size: int, crop_pct: float, batch: int) -> 
     for i, ref in enumerate(refs.images):
         try:
             arrays.append(center_crop(load_rgb(ref), size, crop_pct))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            refs.skipped.append(f"{ref.name}: {type(exc).__name__}")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            refs.skipped.append(f"{ref.name}: {exc if isinstance(exc, ValueError) else type(exc).__name__}")
             continue
         indices.append(i)
         if len(arrays) == batch:

@@ -100,7 +100,9 @@ def render_channels(
         final = image()
         activation = objective.score(tap.run(normalize(final, mean, std))).cpu().tolist()
 
-    pixels = (final.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    finite = torch.isfinite(final).flatten(1).all(dim=1).tolist()
+    activation = [a if ok else float("nan") for a, ok in zip(activation, finite)]
+    pixels = (final.nan_to_num(0.5).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [
         RenderResult(layer, c, s, pixels[i], float(activation[i]), curves[i])
         for i, (c, s) in enumerate(zip(channels, seeds))
