@@ -263,3 +263,16 @@ def test_hostile_names_are_inert_and_stay_inside_out(tmp_path):
         assert "<b>net" not in text
     for path in out.rglob("*"):
         assert out in path.resolve().parents
+
+
+def test_ctrl_c_exits_cleanly_with_a_resume_hint(tmp_path):
+    out = tmp_path / "out"
+    proc = reportgen(*TINY, "--out", str(out))
+    deadline = time.time() + 300
+    while count(out / ".cache" / "renders", "*/*.json") < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130
+    assert "Traceback" not in output and "run the same command again to resume" in output
+    assert_nothing_partial(out)
