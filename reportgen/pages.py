@@ -136,8 +136,8 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
         pages += 1
 
     page("index.md", render_home(manifest))
-    css = resources.files("reportgen.templates").joinpath("reportgen.css").read_bytes()
-    atomic_write(staging / "assets" / "reportgen.css", css)
+    for asset in ("reportgen.css", "reportgen.js"):
+        atomic_write(staging / "assets" / asset, resources.files("reportgen.templates").joinpath(asset).read_bytes())
     for model in manifest["models"]:
         m = model["slug"]
         page(f"{m}/index.md", render_model(model))

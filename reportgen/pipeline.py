@@ -28,7 +28,7 @@ from .pages import slug, unit_image
 from .store import Store, atomic_write, canonical_key, exclusive
 
 MARKER = ".reportgen"  # marks a folder reportgen created; it refuses other non-empty folders
-MANIFEST_SCHEMA = 1  # bump when manifest fields change: older manifests are then not reused
+MANIFEST_SCHEMA = 2  # bump when manifest fields change: older manifests are then not reused
 REF_THUMBS_ON_MODEL_PAGE = 16
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 

@@ -53,7 +53,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return {"schema": 1, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+    return {"schema": 2, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
 
 
 @pytest.mark.parametrize("name,render", [
