@@ -17,6 +17,8 @@ from . import __version__
 from .config import PRESETS, resolve_build_config
 from .errors import ReportgenError
 
+PAGES_WARN_BYTES = 900e6  # GitHub Pages refuses sites over 1 GB
+
 
 def _handle_errors(func):
     """Turn a ReportgenError into ``error: ...`` and its exit code; Ctrl-C into a resume hint."""
@@ -88,6 +90,9 @@ def build(models, weights, preset, size, steps, device, seed, layers, units, ima
         line += (f"; site {report.site.bytes / 1e6:.1f} MB built in {report.site.seconds:.1f} s. "
                  f"Open {report.site.path}/index.html or run `reportgen serve --out {report.out}`")
     click.echo(line)
+    if report.site is not None and report.site.bytes > PAGES_WARN_BYTES:
+        click.echo(f"warning: the site is {report.site.bytes / 1e6:.0f} MB; GitHub Pages publishes at most 1 GB "
+                   "(select fewer layers or units, or a smaller --size)", err=True)
     for failure in report.failed[:10]:
         click.echo(f"failed: {failure}", err=True)
     sys.exit(report.exit_code)
@@ -157,11 +162,18 @@ def serve(out, address):
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
-@click.option("--remote", default="origin", show_default=True)
+@click.option("--remote", default="origin", show_default=True, help="git remote to push the gh-pages branch to.")
+@click.option("--workflow", is_flag=True, help="Instead, write a GitHub Actions workflow that publishes on push.")
+@click.option("--branch", default="main", show_default=True, help="With --workflow: the branch whose pushes publish.")
 @_handle_errors
-def deploy(out, remote):
+def deploy(out, remote, workflow, branch):
     """Publish the site to the gh-pages branch of the git repository you are in."""
-    from .site import deploy_site
+    from .site import deploy_site, write_workflow
 
+    if workflow:
+        path = write_workflow(out, branch)
+        click.echo(f"wrote {path}; commit it with {out}/ (mkdocs.yml and docs/), then set "
+                   "Settings -> Pages -> Source to 'GitHub Actions'")
+        return
     deploy_site(out, remote=remote)
-    click.echo(f"published {out}/site to {remote} gh-pages")
+    click.echo(f"published {out}/site to the gh-pages branch of {remote}")

@@ -119,6 +119,8 @@ def prepare_out(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text(f"reportgen {__version__}\n", encoding="utf-8")
+        # Commit mkdocs.yml, docs/ and manifest.json to publish with a workflow; the rest is local.
+        (out / ".gitignore").write_text(".cache/\nsite/\ndocs.new/\ndocs.old/\n.reportgen.lock\n", encoding="utf-8")
     except OSError as exc:
         raise OutputDirError(f"--out {out} cannot be written ({exc.strerror or exc})") from None
     return out

@@ -11,6 +11,10 @@ from pathlib import Path
 from .errors import ReportgenError, StoreError
 
 
+class DeployError(ReportgenError):
+    """The site cannot be published from here (no git repository, a failed push)."""
+
+
 class SiteBuildError(ReportgenError):
     """``mkdocs build --strict`` failed (a broken link or image in the generated pages)."""
 
@@ -80,9 +84,62 @@ def serve_site(out: Path, address: str = "127.0.0.1:8000") -> None:
 
 
 def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> None:
-    """Publish to the ``gh-pages`` branch like ``mkdocs gh-deploy --force --no-history``."""
-    from mkdocs.commands.gh_deploy import gh_deploy
+    """Build, then publish ``OUT/site`` to ``branch`` of ``remote`` of the git repository in the
+    current folder, as ``mkdocs gh-deploy --force --no-history`` does: the branch is replaced by one
+    commit, so old images never pile up in its history.
 
+    Raises:
+        DeployError: not inside a git repository, or the push failed.
+    """
+    from mkdocs.commands.gh_deploy import gh_deploy
+    from mkdocs.exceptions import Abort
+
+    _git_top_level()
     config = _config(out, remote_name=remote, remote_branch=branch)
     build_site(out)
-    gh_deploy(config, force=True, ignore_version=True, no_history=True)
+    try:
+        gh_deploy(config, force=True, ignore_version=True, no_history=True)
+    except Abort as exc:
+        raise DeployError(f"publishing to {remote} {branch} failed: {exc}; check `git remote -v` and your access") from None
+
+
+def write_workflow(out: Path, branch: str = "main") -> Path:
+    """Write a GitHub Actions workflow that builds the committed pages of ``out`` and publishes them
+    with GitHub's Pages artifact actions; returns its path.
+
+    Raises:
+        DeployError: not inside a git repository, or ``out`` lies outside it.
+    """
+    import jinja2
+
+    top = _git_top_level()
+    try:
+        relative = Path(out).resolve().relative_to(top)
+    except ValueError:
+        raise DeployError(f"--out {out} is outside the git repository at {top}") from None
+    text = jinja2.Template(_template_text("pages-workflow.yml.j2"), undefined=jinja2.StrictUndefined,
+                           keep_trailing_newline=True).render(out=relative.as_posix(), branch=branch)
+    path = top / ".github" / "workflows" / "reportgen-pages.yml"
+    from .store import atomic_write
+
+    atomic_write(path, text.encode("utf-8"))
+    return path
+
+
+def _template_text(name: str) -> str:
+    from importlib import resources
+
+    return resources.files("reportgen.templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def _git_top_level() -> Path:
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise DeployError("git is not installed; publishing needs git") from None
+    if result.returncode != 0:
+        raise DeployError("this folder is not inside a git repository; run `reportgen deploy` in the repository "
+                          "that should host the site (after `git init` and `git remote add origin URL`)")
+    return Path(result.stdout.strip()).resolve()

@@ -73,13 +73,16 @@ def test_site_refuses_a_manifest_of_another_version(tmp_path):
         rebuild_site(tmp_path)
 
 
-def test_changed_settings_render_again_and_second_model_is_added(built):
+def test_a_second_model_is_added_without_touching_the_first(built):
     out, _ = built
+    first_renders = {p: p.stat().st_mtime_ns for p in (out / ".cache" / "renders").rglob("*.png")}
     report = build(tiny_config(out, model=["test_resnet"], layers="-1", units="2"))
-    assert report.rendered == 2
+    assert report.rendered == 2 and report.cached == 0  # only the new model's units
+    assert all(p.stat().st_mtime_ns == t for p, t in first_renders.items())
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["name"] for m in manifest["models"]] == ["test_efficientnet", "test_resnet"]
-    assert "test_resnet" in (out / "mkdocs.yml").read_text()
+    home = (out / "site" / "index.html").read_text()
+    assert 'href="test_efficientnet/index.html"' in home and 'href="test_resnet/index.html"' in home
 
 
 def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
