@@ -95,6 +95,7 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         page.locator(".rg-tile img").first.click()  # the lightbox opens on a render
         expect(page.locator(".glightbox-container")).to_be_visible()
         expect(page.locator(".gslide-image img").first).to_be_visible()
+        page.wait_for_timeout(700)  # let the opening animation finish before the screenshot
         page.screenshot(path=str(shots / "lightbox.png"))
         page.keyboard.press("Escape")
         expect(page.locator(".glightbox-container")).to_have_count(0)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Rebuild the sample report shown in the user guide (docs/sample/) and the screenshots of each page
+# kind (docs/images/), with reportgen itself. Run from the repository root after `pip install -e '.[test]'`.
+set -euo pipefail
+out=${1:-build/sample}
+reportgen build --out "$out" -q
+rm -rf docs/sample
+cp -r "$out/docs" docs/sample
+python tests/browser.py "$out/site" docs/images
