@@ -84,18 +84,23 @@ def build(models, weights, preset, size, steps, device, seed, layers, units, ima
     )
     report = run_build(config, TerminalProgress(enabled=not quiet))
     units_total = report.rendered + report.cached
-    line = (f"built {report.out}/ in {report.seconds:.0f} s: {units_total} units "
-            f"({report.rendered} rendered, {report.cached} from cache, {len(report.failed)} failed), {report.pages} pages")
-    if report.site is not None:
-        line += (f"; site {report.site.bytes / 1e6:.1f} MB built in {report.site.seconds:.1f} s. "
-                 f"Open {report.site.path}/index.html or run `reportgen serve --out {report.out}`")
-    click.echo(line)
-    if report.site is not None and report.site.bytes > PAGES_WARN_BYTES:
-        click.echo(f"warning: the site is {report.site.bytes / 1e6:.0f} MB; GitHub Pages publishes at most 1 GB "
-                   "(select fewer layers or units, or a smaller --size)", err=True)
+    click.echo(f"built {report.out}/ in {report.seconds:.0f} s: {units_total} units "
+               f"({report.rendered} rendered, {report.cached} from cache, {len(report.failed)} failed), "
+               f"{report.pages} pages{_site_summary(report)}")
     for failure in report.failed[:10]:
         click.echo(f"failed: {failure}", err=True)
     sys.exit(report.exit_code)
+
+
+def _site_summary(report) -> str:
+    """How big the built site is and where to open it; warns (on stderr) near GitHub Pages' 1 GB."""
+    if report.site is None:
+        return ""
+    if report.site.bytes > PAGES_WARN_BYTES:
+        click.echo(f"warning: the site is {report.site.bytes / 1e6:.0f} MB; GitHub Pages publishes at most 1 GB "
+                   "(select fewer layers or units, or a smaller --size)", err=True)
+    return (f"; site {report.site.bytes / 1e6:.1f} MB built in {report.site.seconds:.1f} s. "
+            f"Open {report.site.path}/index.html or run `reportgen serve --out {report.out}`")
 
 
 @main.command()
@@ -145,8 +150,7 @@ def site(out):
     from .pipeline import rebuild_site
 
     report = rebuild_site(out)
-    click.echo(f"wrote {report.pages} pages; site {report.site.bytes / 1e6:.1f} MB in {report.site.seconds:.1f} s "
-               f"at {report.site.path}/index.html")
+    click.echo(f"wrote {report.pages} pages{_site_summary(report)}")
 
 
 @main.command()

@@ -236,7 +236,7 @@ def _positive_int(value: Any, flag: str, minimum: int = 1) -> int:
         raise UsageError(f"{flag} {value!r} must be a whole number")
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{flag} {value!r} must be a whole number") from None
     if number < minimum or str(value).strip() != str(number):
         raise UsageError(f"{flag} {value!r} must be a whole number of at least {minimum}")

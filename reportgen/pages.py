@@ -23,11 +23,14 @@ from .store import Store, atomic_write
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
 REF_THUMB_SIDE = 224
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 
 def md_escape(text: Any) -> str:
-    """Make a model-supplied name inert in Markdown and HTML (escape tags, then Markdown punctuation)."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))
+    """Make a model-supplied name inert in Markdown and HTML: one line (control characters become
+    spaces), tags escaped, then Markdown punctuation."""
+    one_line = _CONTROL.sub(" ", str(text))
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(one_line, quote=True))
 
 
 def slug(name: str) -> str:
@@ -53,7 +56,10 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,  # Markdown output: names go through the explicit ``md`` filter
     )
-    env.filters.update(md=md_escape, ratio=_ratio, num=_number, url=lambda s: quote(str(s)), attr=lambda s: html.escape(str(s), quote=True))
+    # ``md`` for any model- or file-supplied text in Markdown (alt texts included); ``attr`` for
+    # YAML/HTML values outside Markdown (titles, data attributes).
+    env.filters.update(md=md_escape, ratio=_ratio, num=_number, url=lambda s: quote(str(s)),
+                       attr=lambda s: html.escape(str(s), quote=True))
     return env
 
 

@@ -341,7 +341,12 @@ def _reference_stats(loaded, modules: list[str], refs, store: Store, progress: P
 
 def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, store: Store, progress: Progress,
                   report: BuildReport) -> dict:
-    """Stored renders of ``channels`` of ``layer``: cache hits, then the misses rendered in batches."""
+    """Stored renders of ``channels`` of ``layer``: cache hits, then the misses rendered in batches.
+
+    Batches are fixed chunks of the layer's units, and a chunk with any unit missing is rendered
+    whole: a resumed build batches every unit as an uninterrupted one would, so its images are the
+    same to the bit (batched convolutions may differ in the last bits from unbatched ones).
+    """
     from .optvis.objectives import unit_objective
     from .optvis.render import choose_batch, render_channels
 
@@ -349,24 +354,29 @@ def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, 
     keys = {c: Store.render_key(loaded.name, loaded.weights.digest, layer, c, settings.to_dict(), config.seed,
                                 vars(loaded.preprocess)) for c in channels}
     found = {c: store.get_render(keys[c]) for c in channels}
-    missing = [c for c in channels if found[c] is None]
+    missing = {c for c in channels if found[c] is None}
     report.cached += len(channels) - len(missing)
     progress.advance(len(channels) - len(missing))
     if not missing:
         return found
-    batch = choose_batch(loaded, layer, settings, len(missing), config.batch)
-    for start in range(0, len(missing), batch):
-        chunk = missing[start:start + batch]
-        share = len(chunk) / settings.steps
+    batch = choose_batch(loaded, layer, settings, len(channels), config.batch)
+    for start in range(0, len(channels), batch):
+        chunk = channels[start:start + batch]
+        todo = [c for c in chunk if c in missing]
+        if not todo:
+            continue
+        share = len(todo) / settings.steps
         started = time.perf_counter()
         results = render_channels(loaded, layer, chunk, settings, config.seed, on_step=lambda _s: progress.advance(share))
-        failed = [r.channel for r in results if not r.ok]
+        failed = [r.channel for r in results if not r.ok and r.channel in missing]
         if failed:  # a NaN or inf: retry those units once with a gentler learning rate
             gentler = dataclasses.replace(settings, lr=settings.lr * RETRY_LR_FACTOR)
             retried = {r.channel: r for r in render_channels(loaded, layer, failed, gentler, config.seed)}
             results = [retried.get(r.channel, r) for r in results]
         seconds = (time.perf_counter() - started) / len(chunk)
         for result in results:
+            if result.channel not in missing:
+                continue  # rendered again only to keep its batch whole; the stored one is identical
             report.rendered += 1
             if not result.ok:
                 continue  # not stored: the next build tries again; the page says it failed

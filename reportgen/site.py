@@ -118,7 +118,8 @@ def write_workflow(out: Path, branch: str = "main") -> Path:
     except ValueError:
         raise DeployError(f"--out {out} is outside the git repository at {top}") from None
     text = jinja2.Template(_template_text("pages-workflow.yml.j2"), undefined=jinja2.StrictUndefined,
-                           keep_trailing_newline=True).render(out=relative.as_posix(), branch=branch)
+                           keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                           ).render(out=relative.as_posix(), branch=branch)
     path = top / ".github" / "workflows" / "reportgen-pages.yml"
     from .store import atomic_write
 

@@ -2,7 +2,8 @@
 
 The forward pass stops at the target layer. Each unit has its own seed (derived from the build
 seed, the layer and the channel), its own initial image and its own random transforms, so a unit's
-render is the same whether it is optimized alone or with 31 others.
+render does not depend on its batch mates, up to rounding (batched kernels differ in the last bits).
+The same seed and batch give the same image to the bit.
 """
 
 from __future__ import annotations
