@@ -46,8 +46,8 @@ def run(argv: list[str]) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stages = ["load", "analysis", "render", "pages", "mkdocs"]
     print(f"build {' '.join(argv) or '(defaults)'}: {first.rendered} units rendered, then {second.cached} from cache")
-    print(f"| stage | first build (s) | repeated build (s) |")
-    print(f"|---|---|---|")
+    print("| stage | first build (s) | repeated build (s) |")
+    print("|---|---|---|")
     for stage in stages:
         print(f"| {stage} | {first.timings.get(stage, 0):.1f} | {second.timings.get(stage, 0):.1f} |")
     print(f"| total (wall) | {first_wall:.1f} | {second_wall:.1f} |")

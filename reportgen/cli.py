@@ -74,7 +74,8 @@ def main():
 @_handle_errors
 def build(models, weights, preset, size, steps, device, seed, layers, units, images, batch, out, config_file, no_site, quiet):
     """Render the selected units of each model and build the report site."""
-    from .pipeline import TerminalProgress, build as run_build
+    from .pipeline import build as run_build
+    from .progress import TerminalProgress
 
     config = resolve_build_config(
         {"model": list(models), "weights": weights, "preset": preset, "size": size, "steps": steps, "device": device,

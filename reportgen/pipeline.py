@@ -9,68 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import math
 import platform
 import statistics
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from . import __version__
-from .config import BuildConfig, RenderSettings
+from .config import BuildConfig
 from .errors import OutputDirError, StoreError, UsageError
+from .manifest import check_out, merge_model, prepare_out, read_manifest, write_manifest
 from .pages import slug, unit_image
+from .progress import Progress
 from .store import Store, atomic_write, canonical_key, exclusive
 
-MARKER = ".reportgen"  # marks a folder reportgen created; it refuses other non-empty folders
-MANIFEST_SCHEMA = 2  # bump when manifest fields change: older manifests are then not reused
 REF_THUMBS_ON_MODEL_PAGE = 16
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
-
-
-class Progress:
-    """Progress display interface; the default shows nothing."""
-
-    def begin(self, total: float, label: str) -> None: ...
-
-    def stage(self, text: str) -> None: ...
-
-    def advance(self, amount: float) -> None: ...
-
-    def end(self) -> None: ...
-
-
-class TerminalProgress(Progress):
-    """A live line on a terminal (layer, units done/total, elapsed, ETA); silent when not a TTY."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled and sys.stderr.isatty()
-        self._bar = None
-
-    def begin(self, total, label):
-        if self.enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=label, unit="unit", file=sys.stderr, dynamic_ncols=True,
-                             bar_format="{desc}: {n:.0f}/{total:.0f} units [{elapsed}<{remaining}]")
-
-    def stage(self, text):
-        if self._bar is not None:
-            self._bar.set_description_str(text)
-
-    def advance(self, amount):
-        if self._bar is not None:
-            self._bar.update(amount)
-
-    def end(self):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 @dataclass
@@ -89,68 +46,6 @@ class BuildReport:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
-
-
-# ---------------------------------------------------------------- output folder and manifest
-
-def check_out(out: Path) -> None:
-    """Refuse an ``--out`` that is a file or a non-empty folder reportgen did not create.
-
-    Raises:
-        OutputDirError: with what to do instead.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--out {out} is a file; give a folder (it will be created if missing)")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise OutputDirError(
-            f"--out {out} is a non-empty folder that reportgen did not create; choose an empty or new folder"
-        )
-
-
-def prepare_out(out: Path) -> Path:
-    """Create or reuse ``out`` (after ``check_out``) and mark it as reportgen's.
-
-    Raises:
-        OutputDirError: the folder cannot be created or written.
-    """
-    out = Path(out)
-    check_out(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MARKER).write_text(f"reportgen {__version__}\n", encoding="utf-8")
-        # Commit mkdocs.yml, docs/ and manifest.json to publish with a workflow; the rest is local.
-        (out / ".gitignore").write_text(".cache/\nsite/\ndocs.new/\ndocs.old/\n.reportgen.lock\n", encoding="utf-8")
-    except OSError as exc:
-        raise OutputDirError(f"--out {out} cannot be written ({exc.strerror or exc})") from None
-    return out
-
-
-def read_manifest(out: Path) -> dict | None:
-    """The manifest in ``out`` if there is one of the current schema (else ``None``)."""
-    try:
-        manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA else None
-
-
-def write_manifest(out: Path, manifest: dict) -> None:
-    atomic_write(Path(out) / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
-
-
-def merge_model(manifest: dict | None, entry: dict) -> dict:
-    """Put ``entry`` into ``manifest`` (replacing a model of the same name, keeping the others)."""
-    manifest = manifest or {"models": []}
-    models = [m for m in manifest.get("models", []) if m["name"] != entry["name"]]
-    models.append(entry)
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "reportgen": __version__,
-        "title": "reportgen: " + ", ".join(m["name"] for m in models),
-        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "models": models,
-    }
 
 
 # ---------------------------------------------------------------- build

@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 
 from reportgen.config import resolve_build_config
-from reportgen.errors import OutputDirError, UsageError
 from reportgen.pipeline import build
 
 from helpers import assert_one_line_error, run
