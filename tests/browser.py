@@ -107,6 +107,9 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         page.screenshot(path=str(shots / "unit.png"), full_page=True)
         seen["unit_url"] = page.url
 
+        stable = f"{base}{model}/{layer}/{seen['unit_url'].split('/')[-2]}/"  # <model>/<layer>/<channel>/
+        assert page.goto(stable).status == 200 and "unit" in page.title(), stable
+
         page.goto(base)  # search finds a layer by name
         page.locator("label.md-search__icon, .md-search__input").first.click()
         page.keyboard.type(layer, delay=30)  # typed, as Material searches on key events

@@ -8,6 +8,7 @@ The same seed and batch give the same image to the bit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -84,14 +85,21 @@ def render_channels(
     # Where the layer ends in its own activation function (timm's fused norm-act layers), its
     # pre-activation value is what is optimized and measured (the reference statistics too): a
     # ReLU6 output saturates at 6 and passes no gradient where the unit is off.
+    autocast, scaler = mixed_precision(model.device)
     with FeatureTap(model.module, [layer], stop=True, pre_activation=True) as tap:
         for step in range(settings.steps):
             batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
             with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
-                scores = objective.score(tap.run(normalize(batch, mean, std)))
+                with autocast():
+                    scores = objective.score(tap.run(normalize(batch, mean, std))).float()
                 optimizer.zero_grad(set_to_none=True)
-                (-scores.sum()).backward()  # the one place the sign flips: objectives are maximized
-            optimizer.step()
+                loss = -scores.sum()  # the one place the sign flips: objectives are maximized
+                (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             if step in keep:
                 for curve, value in zip(curves, scores.detach().cpu().tolist()):
                     curve.append((step, value))
@@ -108,6 +116,20 @@ def render_channels(
         RenderResult(layer, c, s, pixels[i], float(activation[i]), curves[i])
         for i, (c, s) in enumerate(zip(channels, seeds))
     ]
+
+
+def mixed_precision(device: torch.device):
+    """How a render computes on ``device``: ``(autocast context factory, gradient scaler or None)``.
+
+    On a GPU the forward pass runs in bfloat16 where the GPU supports it (no loss scaling needed),
+    else in float16 with a gradient scaler; the image parameters and Adam stay in float32. On the
+    CPU everything stays float32 (bit-reproducible renders).
+    """
+    if device.type != "cuda":
+        return contextlib.nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
 def check_canvas(model: LoadedModel, layer: str, settings: RenderSettings) -> None:
