@@ -108,18 +108,21 @@ def _site_summary(report) -> str:
 @click.option("--model", default="efficientnet_lite0", show_default=True, help="timm model name.")
 @click.option("--weights", default="none", show_default=True, help="Weights do not change shapes; a PATH is checked.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--rf/--no-rf", default=True, show_default=True,
+              help="Compute theoretical receptive fields (deep layers of big models take a minute or two on a CPU).")
 @_handle_errors
-def layers(model, weights, as_json):
-    """List the layers worth visualizing: index, module, kind, output shape, channels, stride."""
+def layers(model, weights, as_json, rf):
+    """List the layers worth visualizing: index, module, kind, output shape, channels, stride, receptive field."""
     from .pipeline import list_layers
 
-    catalogue = list_layers(model, weights)
+    catalogue = list_layers(model, weights, receptive_fields=rf)
     if as_json:
-        click.echo(json.dumps([layer.to_dict() for layer in catalogue], indent=1))
+        click.echo(json.dumps([{**layer.to_dict(), **({"rf": field.to_dict()} if field else {})}
+                               for layer, field in catalogue], indent=1))
         return
-    rows = [("index", "module", "kind", "out shape", "channels", "stride")]
+    rows = [("index", "module", "kind", "out shape", "channels", "stride") + (("receptive field",) if rf else ())]
     rows += [(str(l.index), l.module, l.kind, "x".join(map(str, l.out_shape)), str(l.channels), str(l.stride))
-             for l in catalogue]
+             + ((field.describe(),) if field else ()) for l, field in catalogue]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

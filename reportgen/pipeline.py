@@ -166,6 +166,8 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
     stats, arrays = _reference_stats(loaded, [layer.module for layer in layers], refs, store, progress)
+    progress.stage(f"{name}: receptive fields")
+    fields = _receptive_fields(loaded, layers, store)
     timings["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -176,7 +178,8 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     for layer in layers:
         progress.stage(f"{name} {layer.module}")
         found = _render_layer(loaded, layer.module, units[layer.module], config, store, progress, report)
-        layer_entries.append(_layer_entry(name, layer, found, stats[layer.module], report, config.seed))
+        layer_entries.append({**_layer_entry(name, layer, found, stats[layer.module], report, config.seed),
+                              "rf": fields[layer.module].to_dict()})
     progress.end()
     timings["render"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
@@ -362,13 +365,41 @@ def _imagenet_labels(model) -> dict[int, str]:
 
 # ---------------------------------------------------------------- single renders and the catalogue
 
-def list_layers(name: str, weights: str = "none") -> list:
-    """The layer catalogue of timm model ``name`` (``reportgen layers``)."""
+def list_layers(name: str, weights: str = "none", receptive_fields: bool = True) -> list[tuple[Any, Any]]:
+    """The layer catalogue of timm model ``name`` with each layer's theoretical receptive field
+    (``reportgen layers``): a list of ``(LayerInfo, ReceptiveField or None)``."""
     from .layers import catalogue
     from .models import load_model
 
     loaded = load_model(name, weights, "cpu")
-    return catalogue(loaded.module, loaded.preprocess.input_size)
+    layers = catalogue(loaded.module, loaded.preprocess.input_size)
+    fields = _receptive_fields(loaded, layers) if receptive_fields else {}
+    return [(layer, fields.get(layer.module)) for layer in layers]
+
+
+def _receptive_fields(loaded, layers: list, store: Store | None = None) -> dict:
+    """Theoretical receptive fields of ``layers`` (cached in ``store`` by architecture: weights do
+    not change them). Canvases grow up to 8 times the model's input size."""
+    from .analysis.receptive_field import ReceptiveField, theoretical
+
+    side = loaded.preprocess.input_size[1]
+    modules = [layer.module for layer in layers]
+    key = canonical_key({"kind": "receptive-fields", "v": 1, "model": loaded.name, "side": side, "layers": modules})
+    cached = store.get_arrays(key) if store else None
+    if cached is not None:
+        return {m: ReceptiveField(int(s) if s >= 0 else None, int(p) if s >= 0 else None, bool(g))
+                for m, s, p, g in zip(modules, cached["size"], cached["padding"], cached["global"])}
+    fields = theoretical(loaded.module, modules, {layer.module: layer.stride for layer in layers},
+                         start_side=side, max_side=8 * side)
+    if store:
+        import numpy as np
+
+        store.put_arrays(key, {
+            "size": np.array([fields[m].size if fields[m].size is not None else -1 for m in modules]),
+            "padding": np.array([fields[m].padding if fields[m].size is not None else -1 for m in modules]),
+            "global": np.array([fields[m].is_global for m in modules]),
+        })
+    return fields
 
 
 def render_unit(config: BuildConfig, layer: str, unit: int, neuron: bool, out_file: Path) -> Path:

@@ -37,6 +37,10 @@ def test_manifest_pages_and_site(built):
             assert "activation_ratio" in unit
             assert (out / "site" / model["slug"] / layer["slug"] / str(unit["channel"]) / "index.html").is_file()
     assert (out / "site" / "index.html").is_file() and report.site.pages == 1 + 1 + 3 + 9
+    fields = [layer["rf"] for layer in model["layers"]]
+    assert fields[0]["size"] == 3 and fields[1]["size"] > 3  # bn1 follows the 3x3 stem conv
+    assert fields[2]["global"]  # test_efficientnet has squeeze-excite gates: bn2 sees the whole image
+    assert "Receptive field | 3 px" in (out / "docs" / "test_efficientnet" / "bn1" / "index.md").read_text()
     assert "Random weights" in (out / "docs" / "test_efficientnet" / "index.md").read_text()
 
 

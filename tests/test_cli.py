@@ -26,11 +26,15 @@ def test_layers_json():
     rows = json.loads(output)
     assert rows[0]["index"] == 0 and {"module", "channels", "stride", "kind", "out_shape"} <= set(rows[0])
     assert rows[-1]["module"] == "layer4.0" and rows[-1]["stride"] == 32
+    sizes = [row["rf"]["size"] for row in rows]
+    assert all(isinstance(s, int) for s in sizes) and sizes == sorted(sizes)  # fields grow with depth
 
 
 def test_layers_table():
     code, output = run("layers", "--model", "test_efficientnet")
-    assert code == 0 and output.splitlines()[0].split() == ["index", "module", "kind", "out", "shape", "channels", "stride"]
+    assert code == 0 and output.splitlines()[0].split() == ["index", "module", "kind", "out", "shape", "channels",
+                                                            "stride", "receptive", "field"]
+    assert " px" in output.splitlines()[1]
     assert "blocks.1.0" in output
 
 

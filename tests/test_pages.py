@@ -34,6 +34,7 @@ def sample_manifest(store: Store | None = None) -> dict:
         ratios = [u["activation_ratio"] for u in units if u["activation_ratio"] is not None]
         layers.append({"index": index, "module": name, "slug": name, "kind": "Conv2d", "out_shape": [4, 8, 8],
                        "channels": 4, "stride": 2 * (index + 1), "layout": "nchw", "pre_activation": index == 0, "units": units,
+                       "rf": {"size": 3 + 4 * index, "padding": 1 + 2 * index, "global": False},
                        "median_ratio": float(np.median(ratios)) if ratios else None,
                        "dead": [u["channel"] for u in units if u["fire_rate"] == 0]})
     model = {
@@ -53,7 +54,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return {"schema": 2, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+    return {"schema": 3, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
 
 
 @pytest.mark.parametrize("name,render", [

@@ -33,7 +33,9 @@ class ReceptiveField:
     is_global: bool = False
 
     def describe(self) -> str:
-        return "global" if self.is_global else f"{self.size} px"
+        if self.is_global:
+            return "global"
+        return "too large to measure" if self.size is None else f"{self.size} px"
 
     def to_dict(self) -> dict:
         return {"size": self.size, "padding": self.padding, "global": self.is_global}
