@@ -247,7 +247,7 @@ def _common_prefix(names: list[str]) -> str:
     return ".".join(common)
 
 
-_SLICE = re.compile(r"^(-?\d*):(-?\d*)$")
+_SLICE = re.compile(r"^(-?\d+)?:(-?\d+)?$")
 
 
 def select_layers(
@@ -292,7 +292,7 @@ def _match(part: str, layers: Sequence[LayerInfo], by_name: dict[str, LayerInfo]
             raise UnknownLayerError(f"--layers {part}: index out of range; this model has layers 0..{n - 1} (or -{n}..-1)")
         return [layers[i]]
     if m := _SLICE.match(part):
-        start, stop = (int(v) if v else None for v in m.groups())
+        start, stop = (None if v is None else int(v) for v in m.groups())
         picked = list(layers[slice(start, stop)])
         if not picked:
             raise UnknownLayerError(f"--layers {part}: the slice selects no layer of 0..{n - 1}")
