@@ -148,8 +148,7 @@ def _plan(name: str, config: BuildConfig) -> Plan:
     layers = select_layers(catalogue(loaded.module, size), config.layers,
                            lookup=lambda path: module_layer(loaded.module, path, size))
     units = {layer.module: list(iter_units(layer, config.units.first, config.units.ids)) for layer in layers}
-    for layer in layers:
-        check_canvas(loaded, layer.module, config.render)
+    check_canvas(loaded, [layer.module for layer in layers], config.render)
     return Plan(loaded, layers, units, time.perf_counter() - started)
 
 

@@ -132,8 +132,9 @@ def mixed_precision(device: torch.device):
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
-def check_canvas(model: LoadedModel, layer: str, settings: RenderSettings) -> None:
-    """Fail early, with the fix, when the canvas is too small for the model to reach ``layer``.
+def check_canvas(model: LoadedModel, layers: Sequence[str], settings: RenderSettings) -> None:
+    """Fail early, with the fix, when the canvas is too small for the model to reach every one of
+    ``layers`` (one forward pass, stopped after the last of them).
 
     Raises:
         UsageError: the forward pass at the padded canvas size fails (e.g. inception_v3 at 64 px).
@@ -141,14 +142,15 @@ def check_canvas(model: LoadedModel, layer: str, settings: RenderSettings) -> No
     from ..errors import UsageError
 
     side = settings.size + 2 * settings.pad
-    try:
-        with torch.no_grad(), FeatureTap(model.module, [layer], stop=True) as tap:
+    with torch.no_grad(), FeatureTap(model.module, layers, stop=True) as tap:
+        try:
             tap.run(torch.zeros(1, 3, side, side, device=model.device))
-    except RuntimeError as exc:
-        raise UsageError(
-            f"--size {settings.size} is too small for {model.name} to reach {layer} "
-            f"({str(exc).splitlines()[0][:80]}); try --size {model.preprocess.input_size[1]}"
-        ) from None
+        except RuntimeError as exc:
+            unreached = next(layer for layer in layers if layer not in tap.outputs)
+            raise UsageError(
+                f"--size {settings.size} is too small for {model.name} to reach {unreached} "
+                f"({str(exc).splitlines()[0][:80]}); try --size {model.preprocess.input_size[1]}"
+            ) from None
 
 
 def choose_batch(model: LoadedModel, layer: str, settings: RenderSettings, n_units: int, requested: int | None) -> int:
