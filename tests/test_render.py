@@ -4,11 +4,20 @@ import torch
 
 from reportgen.config import RenderSettings
 from reportgen.optvis.objectives import Channel, Neuron
-from reportgen.optvis.param import FFTImage
-from reportgen.optvis.render import render_channels, unit_seed
+from reportgen.optvis.param import BoxedImage, FFTImage, PixelImage
+from reportgen.optvis.render import render_channels, render_neurons, unit_seed
 from reportgen.optvis.relu import redirected_relus
 
 FAST = RenderSettings(size=48, steps=24, pad=4, jitter=2)
+BOX = (12, 8, 35, 39)  # inclusive (top, left, bottom, right): 24 x 32, around the canvas centre
+GREY = 128  # 0.5 * 255 = 127.5 rounds half to even
+
+
+def _inside(box, side):
+    top, left, bottom, right = box
+    mask = np.zeros((side, side), bool)
+    mask[top:bottom + 1, left:right + 1] = True
+    return mask
 
 
 def test_score_rises(tiny):
@@ -45,6 +54,48 @@ def test_pixel_parameterization_and_neuron_objective(tiny):
     assert result.curve[-1][1] > result.curve[0][1]
 
 
+def test_neuron_render_paints_only_its_box(tiny):
+    results = render_neurons(tiny, "blocks.1.0", [1, 3], FAST, box=BOX)
+    inside = _inside(BOX, 48)
+    for r in results:
+        assert r.image.shape == (48, 48, 3) and r.image.dtype == np.uint8
+        assert (r.image[~inside] == GREY).all()
+        assert np.abs(r.image[inside].astype(int) - GREY).mean() > 5  # the box itself is painted
+        first, last = r.curve[0][1], r.curve[-1][1]
+        assert last > first + 0.3 and last > 3 * abs(first), (first, last)
+        assert r.activation > first
+        assert r.seed == unit_seed(0, "blocks.1.0", r.channel, kind="neuron") != unit_seed(0, "blocks.1.0", r.channel)
+
+
+def test_neuron_render_same_seed_same_image_bit_for_bit(tiny):
+    settings = RenderSettings(size=32, steps=6, pad=4, jitter=2)
+    box = (4, 6, 27, 25)
+    a = render_neurons(tiny, "blocks.2.0", [2], settings, seed=1, box=box)[0]
+    b = render_neurons(tiny, "blocks.2.0", [2], settings, seed=1, box=box)[0]
+    c = render_neurons(tiny, "blocks.2.0", [2], settings, seed=2, box=box)[0]
+    assert np.array_equal(a.image, b.image) and a.activation == b.activation and a.curve == b.curve
+    assert not np.array_equal(a.image, c.image)
+    channel = render_channels(tiny, "blocks.2.0", [2], settings, seed=1)[0]
+    assert a.seed != channel.seed  # a neuron render does not start from the channel render's image
+
+
+def test_neuron_render_without_box_uses_the_whole_canvas(tiny):
+    settings = RenderSettings(size=32, steps=12, pad=4, jitter=2)
+    r = render_neurons(tiny, "blocks.1.0", [1], settings, box=None)[0]
+    assert r.image.shape == (32, 32, 3)
+    assert r.curve[-1][1] > r.curve[0][1]
+    border = ~_inside((2, 2, 29, 29), 32)
+    assert (r.image[border] != GREY).any()  # nothing is held grey
+    old_style = render_channels(tiny, "blocks.1.0", [1], settings, objective_kind="neuron")[0]
+    assert np.array_equal(old_style.image, r.image)  # the old keyword is render_neurons(box=None)
+
+
+def test_neuron_box_is_checked(tiny):
+    for bad in [(0, 0, 48, 10), (10, 5, 9, 20), (-1, 0, 5, 5)]:
+        with pytest.raises(ValueError, match="inside the 48 x 48 canvas"):
+            render_neurons(tiny, "blocks.1.0", [0], FAST, box=bad)
+
+
 def test_vit_channels_are_token_features():
     from reportgen.models import load_model
 
@@ -60,6 +111,30 @@ def test_fft_image_is_in_range_and_seeded():
     assert 0 <= image.min() and image.max() <= 1
     again = FFTImage(32, [torch.Generator().manual_seed(1)])()
     assert torch.equal(image[1:], again)
+    assert torch.equal(FFTImage((32, 32), [torch.Generator().manual_seed(1)])(), again)
+
+
+@pytest.mark.parametrize("make", [FFTImage, PixelImage])
+def test_rectangular_image_is_in_range_and_seeded(make):
+    gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    image = make((20, 33), gens)()
+    assert image.shape == (2, 3, 20, 33)
+    assert 0 <= image.min() and image.max() <= 1 and image.std() > 0
+    again = make((20, 33), [torch.Generator().manual_seed(1)])()
+    assert torch.equal(image[1:], again)
+    assert not torch.equal(image[0], image[1])
+
+
+def test_boxed_image_is_grey_outside_and_differentiable_inside():
+    inner = FFTImage((5, 7), [torch.Generator().manual_seed(0)])
+    canvas = BoxedImage(inner, 16, (3, 2, 7, 8))()
+    assert canvas.shape == (1, 3, 16, 16)
+    assert torch.equal(canvas[:, :, 3:8, 2:9], inner())
+    outside = torch.ones(16, 16, dtype=torch.bool)
+    outside[3:8, 2:9] = False
+    assert (canvas[:, :, outside] == 0.5).all()
+    canvas.sum().backward()
+    assert inner.spectrum.grad.abs().sum() > 0
 
 
 def test_objective_algebra():

@@ -1,5 +1,8 @@
 """The render loop: optimize images for many units of one layer together, in one batch.
 
+``render_channels`` maximizes whole channels over the whole canvas; ``render_neurons`` maximizes
+centre neurons over only the pixels inside a box (their receptive field). Both run one loop.
+
 The forward pass stops at the target layer. Each unit has its own seed (derived from the build
 seed, the layer and the channel), its own initial image and its own random transforms, so a unit's
 render does not depend on its batch mates, up to rounding (batched kernels differ in the last bits).
@@ -16,12 +19,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import RenderSettings
 from ..layers import FeatureTap
 from ..models import LoadedModel
-from .objectives import unit_objective
-from .param import make_image
+from .objectives import Channel, Neuron
+from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
 from .transforms import normalize, random_affine
 
@@ -45,9 +49,15 @@ class RenderResult:
         return bool(np.isfinite(self.activation))
 
 
-def unit_seed(seed: int, layer: str, channel: int) -> int:
-    """A 63-bit seed for one unit, stable across runs and independent of batching."""
-    digest = hashlib.sha256(f"{seed}|{layer}|{channel}".encode()).digest()
+def unit_seed(seed: int, layer: str, channel: int, kind: str = "channel") -> int:
+    """A 63-bit seed for one unit, stable across runs and independent of batching.
+
+    ``kind`` says which render of the unit it seeds (``channel`` or ``neuron``), so a unit's neuron
+    render does not start from its channel render's random image; a channel seed is the same as
+    before kinds existed.
+    """
+    key = f"{seed}|{layer}|{channel}" if kind == "channel" else f"{seed}|{layer}|{channel}|{kind}"
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
@@ -69,15 +79,89 @@ def render_channels(
         settings: canvas size, steps, learning rate, parameterization and transforms.
         seed: the build seed; each unit's own seed is ``unit_seed(seed, layer, channel)``.
         on_step: called with the step number after every optimizer step (for progress).
-        objective_kind: ``channel`` (mean over the map) or ``neuron`` (the centre position).
+        objective_kind: ``channel``; ``neuron`` is kept for old callers and is
+            ``render_neurons(..., box=None)`` (use that instead).
     Returns:
         One ``RenderResult`` per channel, in order.
+    Raises:
+        ValueError: ``objective_kind`` is neither, or ``settings.param`` is unknown.
     """
+    if objective_kind == "neuron":
+        return render_neurons(model, layer, channels, settings, seed, box=None, on_step=on_step)
+    if objective_kind != "channel":
+        raise ValueError(f"unknown unit objective {objective_kind!r}; use 'channel' (or render_neurons)")
     seeds = [unit_seed(seed, layer, c) for c in channels]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate).to(model.device)
+    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate)
+    return _optimize(model, layer, image, Channel(layer, tuple(channels)), seeds, gens, settings, on_step)
+
+
+def render_neurons(
+    model: LoadedModel,
+    layer: str,
+    channels: Sequence[int],
+    settings: RenderSettings,
+    seed: int = 0,
+    box: tuple[int, int, int, int] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[RenderResult]:
+    """Maximize the centre neuron of each of ``channels`` of ``layer``, optimizing only ``box``.
+
+    A neuron sees only its receptive field; pixels it cannot see would gain texture the reader
+    takes for part of the feature. So only the pixels inside ``box`` are parameterized (in
+    ``settings.param``, at the box's height x width), pasted into a canvas of constant 0.5 grey;
+    every pixel outside stays exactly grey (128 in the returned image). Jitter is capped at an
+    eighth of the box's side, so the field keeps its pixels in view. Transforms, ReLU
+    redirection, pre-activation tap, precision and curve are those of ``render_channels``; the
+    final score is measured on the canvas padded as during optimization.
+
+    Args:
+        model: the loaded model (eval mode, frozen).
+        layer: dotted module path of the target layer.
+        channels: channel ids; batch item i optimizes the centre position of ``channels[i]``.
+        settings: canvas size, steps, learning rate, parameterization and transforms.
+        seed: the build seed; each unit's own seed is ``unit_seed(seed, layer, channel, "neuron")``.
+        box: ``(top, left, bottom, right)``, inclusive, in canvas pixels (the ``settings.size``
+            square before the transforms' padding), e.g. the neuron's theoretical receptive field;
+            ``None`` parameterizes the whole canvas.
+        on_step: called with the step number after every optimizer step (for progress).
+    Returns:
+        One ``RenderResult`` per channel, in order, each with the full-canvas image.
+    Raises:
+        ValueError: ``box`` is empty or leaves the canvas, or ``settings.param`` is unknown.
+    """
+    seeds = [unit_seed(seed, layer, c, kind="neuron") for c in channels]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    if box is None:
+        image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate)
+    else:
+        top, left, bottom, right = check_box(box, settings.size)
+        # Jitter must not push a small field's pixels out of the neuron's view: at most 1/8 of the
+        # box (an 11 px field under ±8 px jitter ended below zero for some units; capped, all rose).
+        jitter = min(settings.jitter, (min(bottom - top, right - left) + 1) // 8)
+        settings = dataclasses.replace(settings, jitter=jitter)
+        inner = make_image(settings.param, (bottom - top + 1, right - left + 1), gens, settings.decay_power,
+                           settings.decorrelate)
+        image = BoxedImage(inner, settings.size, (top, left, bottom, right))
+    return _optimize(model, layer, image, Neuron(layer, tuple(channels)), seeds, gens, settings, on_step)
+
+
+def _optimize(
+    model: LoadedModel,
+    layer: str,
+    image: torch.nn.Module,
+    objective: Channel | Neuron,
+    seeds: Sequence[int],
+    gens: Sequence[torch.Generator],
+    settings: RenderSettings,
+    on_step: Callable[[int], None] | None,
+) -> list[RenderResult]:
+    """The render loop shared by every kind of render: maximize ``objective`` (one score per batch
+    item, item i being unit ``objective.channels[i]``) over ``image``'s parameters, with random
+    transforms drawn from ``gens``, and measure the final image without transforms."""
+    channels = objective.channels
+    image = image.to(model.device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
-    objective = unit_objective(objective_kind, layer, tuple(channels))
     mean, std = model.preprocess.mean, model.preprocess.std
     keep = set(np.linspace(0, settings.steps - 1, min(CURVE_POINTS, settings.steps)).round().astype(int).tolist())
     curves: list[list[tuple[int, float]]] = [[] for _ in channels]
@@ -105,13 +189,17 @@ def render_channels(
                     curve.append((step, value))
             if on_step:
                 on_step(step)
+    # A neuron is measured on the canvas as it was optimized, padded with grey: its centre position
+    # (and receptive-field box) is that of the padded map. A channel's mean is measured unpadded.
+    pad = settings.pad if isinstance(objective, Neuron) else 0
     with torch.no_grad(), FeatureTap(model.module, [layer], stop=True, pre_activation=True) as tap:
         final = image()
-        activation = objective.score(tap.run(normalize(final, mean, std))).cpu().tolist()
+        measured = F.pad(final, (pad,) * 4, mode="constant", value=GREY) if pad else final
+        activation = objective.score(tap.run(normalize(measured, mean, std))).cpu().tolist()
 
     finite = torch.isfinite(final).flatten(1).all(dim=1).tolist()
     activation = [a if ok else float("nan") for a, ok in zip(activation, finite)]
-    pixels = (final.nan_to_num(0.5).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    pixels = (final.nan_to_num(GREY).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [
         RenderResult(layer, c, s, pixels[i], float(activation[i]), curves[i])
         for i, (c, s) in enumerate(zip(channels, seeds))
