@@ -29,7 +29,7 @@ def flags_from(argv: list[str]) -> dict:
     p = ctx.params
     return {"model": list(p["models"]), "weights": p["weights"], "preset": p["preset"], "size": p["size"],
             "steps": p["steps"], "device": p["device"], "seed": p["seed"], "layers": p["layers"],
-            "units": p["units"], "images": p["images"], "batch": p["batch"]}
+            "units": p["units"], "neurons": p["neurons"], "images": p["images"], "batch": p["batch"]}
 
 
 def run(argv: list[str]) -> None:
@@ -45,7 +45,7 @@ def run(argv: list[str]) -> None:
         second_wall = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stages = ["load", "analysis", "render", "pages", "mkdocs"]
-    print(f"build {' '.join(argv) or '(defaults)'}: {first.rendered} units rendered, then {second.cached} from cache")
+    print(f"build {' '.join(argv) or '(defaults)'}: {first.rendered} renders made, then {second.cached} from cache")
     print("| stage | first build (s) | repeated build (s) |")
     print("|---|---|---|")
     for stage in stages:

@@ -65,6 +65,9 @@ def main():
 @_render_flags
 @click.option("--layers", default=None, help="Indices, slices, dotted paths or globs (0,3,-1  -4:  'blocks.*'), or all.")
 @click.option("--units", default=None, help="First N units per layer, all, or channel ids like 0,6,12.")
+@click.option("--neurons", default=None,
+              help="Also render the centre neuron of the first N shown units of each layer (0: none; all). "
+                   "Default: 4 (quick), 8 (standard), all (full).")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="Folder of reference images (default: scikit-image photographs).")
 @click.option("--batch", type=int, default=None, help="Units optimized together (default: from free memory).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default report/).")
@@ -72,22 +75,25 @@ def main():
 @click.option("--no-site", is_flag=True, help="Write pages but skip the mkdocs build.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_handle_errors
-def build(models, weights, preset, size, steps, device, seed, layers, units, images, batch, out, config_file, no_site, quiet):
+def build(models, weights, preset, size, steps, device, seed, layers, units, neurons, images, batch, out, config_file, no_site, quiet):
     """Render the selected units of each model and build the report site."""
     from .pipeline import build as run_build
     from .progress import TerminalProgress
 
     config = resolve_build_config(
         {"model": list(models), "weights": weights, "preset": preset, "size": size, "steps": steps, "device": device,
-         "seed": seed, "layers": layers, "units": units, "images": images, "batch": batch, "out": out,
+         "seed": seed, "layers": layers, "units": units, "neurons": neurons, "images": images, "batch": batch, "out": out,
          "site": False if no_site else None},
         config_file,
     )
     report = run_build(config, TerminalProgress(enabled=not quiet))
-    units_total = report.rendered + report.cached
-    click.echo(f"built {report.out}/ in {report.seconds:.0f} s: {units_total} units "
+    renders = report.rendered + report.cached
+    click.echo(f"built {report.out}/ in {report.seconds:.0f} s: {renders} renders "
                f"({report.rendered} rendered, {report.cached} from cache, {len(report.failed)} failed), "
                f"{report.pages} pages{_site_summary(report)}")
+    if report.skipped:
+        click.echo(f"warning: {len(report.skipped)} reference image(s) skipped as unreadable, e.g. "
+                   f"{report.skipped[0]} (all are listed on the model page)", err=True)
     for failure in report.failed[:10]:
         click.echo(f"failed: {failure}", err=True)
     sys.exit(report.exit_code)

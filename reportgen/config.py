@@ -57,15 +57,16 @@ class Preset:
     size: int
     steps: int
     units: str
+    neurons: str  # how many of each layer's shown units also get a centre-neuron render ("all" or N)
 
 
 PRESETS: dict[str, Preset] = {
     # quick: the default model's default build finishes in minutes on a 2-core CPU.
-    "quick": Preset("quick", size=128, steps=128, units="8"),
+    "quick": Preset("quick", size=128, steps=128, units="8", neurons="4"),
     # standard: what a GPU user publishes.
-    "standard": Preset("standard", size=224, steps=512, units="16"),
+    "standard": Preset("standard", size=224, steps=512, units="16", neurons="8"),
     # full: every unit of every selected layer.
-    "full": Preset("full", size=224, steps=512, units="all"),
+    "full": Preset("full", size=224, steps=512, units="all", neurons="all"),
 }
 
 
@@ -114,6 +115,7 @@ class BuildConfig:
     weights: str = "auto"
     layers: str | None = None
     units: UnitSpec = field(default_factory=lambda: UnitSpec(first=8))
+    neurons: int | None = 4  # centre-neuron renders for the first N shown units of each layer; None: all
     images: Path | None = None
     preset: str = "quick"
     render: RenderSettings = field(default_factory=RenderSettings)
@@ -130,6 +132,7 @@ class BuildConfig:
             "weights": self.weights,
             "layers": self.layers or "default",
             "units": self.units.describe(),
+            "neurons": "all" if self.neurons is None else self.neurons,
             "images": str(self.images) if self.images else "scikit-image",
             "preset": self.preset,
             "render": self.render.to_dict(),
@@ -140,7 +143,7 @@ class BuildConfig:
 
 
 CONFIG_KEYS = {
-    "model", "weights", "layers", "units", "images", "preset", "size", "steps",
+    "model", "weights", "layers", "units", "neurons", "images", "preset", "size", "steps",
     "device", "batch", "seed", "out", "site",
 }
 
@@ -201,6 +204,9 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     for flag, value in (("--layers", layers), ("--units", units)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
             raise UsageError(f"{flag} {value!r}: give a string such as '0,3,-1' (see reportgen build --help)")
+    neurons = str(merged.get("neurons", preset.neurons)).strip()
+    if neurons != "all" and not (neurons.isascii() and neurons.isdigit()):
+        raise UsageError(f"--neurons {neurons!r} must be a whole number (0 for none) or 'all'")
     images = _text(merged, "images", None)
     site = merged.get("site", True)
     if not isinstance(site, bool):
@@ -210,6 +216,7 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
         weights=_text(merged, "weights", "auto"),
         layers=None if layers is None else str(layers),
         units=parse_units(units),
+        neurons=None if neurons == "all" else int(neurons),
         images=Path(images) if images else None,
         preset=preset_name,
         render=RenderSettings(size=size, steps=steps),

@@ -31,3 +31,50 @@ def decode(data: bytes) -> np.ndarray:
     """Decode image bytes to uint8 RGB [H, W, 3]."""
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
+
+
+# Anchors of a dark-to-bright perceptual colour map (close to matplotlib's "inferno"), interpolated.
+_HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+                  [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+def heat_colors(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (any shape) to uint8 RGB with a dark-to-bright colour map."""
+    position = np.clip(np.nan_to_num(values), 0.0, 1.0) * (len(_HEAT) - 1)
+    low = np.minimum(position.astype(int), len(_HEAT) - 2)
+    frac = (position - low)[..., None]
+    return (_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac).round().astype(np.uint8)
+
+
+def spotlight(rgb: np.ndarray, heat: np.ndarray, floor: float = 0.15) -> np.ndarray:
+    """The photo lit where a unit fires: each pixel scaled by ``floor + (1 - floor) * heat``, where
+    ``heat`` (values in [0, 1], any resolution) is upsampled bilinearly to the photo's size."""
+    h, w = rgb.shape[:2]
+    resized = np.asarray(Image.fromarray(np.nan_to_num(heat).astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    light = floor + (1 - floor) * np.clip(resized, 0.0, 1.0)
+    return (rgb.astype(np.float64) * light[..., None]).round().clip(0, 255).astype(np.uint8)
+
+
+def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int], color=(0, 255, 255), width: int = 1) -> np.ndarray:
+    """A copy of ``rgb`` with the outline of the inclusive box (top, left, bottom, right), clipped to
+    the image, drawn on it."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    top, left = min(max(box[0], 0), h - 1), min(max(box[1], 0), w - 1)
+    bottom, right = min(max(box[2], top), h - 1), min(max(box[3], left), w - 1)
+    for t in range(width):
+        out[max(top - t, 0), left:right + 1] = color
+        out[min(bottom + t, h - 1), left:right + 1] = color
+        out[top:bottom + 1, max(left - t, 0)] = color
+        out[top:bottom + 1, min(right + t, w - 1)] = color
+    return out
+
+
+def zoom(rgb: np.ndarray, box: tuple[int, int, int, int], side: int = 256) -> np.ndarray:
+    """The inclusive box of ``rgb``, enlarged so its longer side is ``side`` (nearest-neighbour for
+    small crops, so single pixels stay visible; Lanczos otherwise)."""
+    top, left, bottom, right = box
+    crop = Image.fromarray(np.ascontiguousarray(rgb[top:bottom + 1, left:right + 1]))
+    scale = side / max(crop.size)
+    method = Image.NEAREST if max(crop.size) * 4 <= side else Image.LANCZOS
+    return np.asarray(crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), method))

@@ -90,12 +90,13 @@ class FeatureTap:
             feats = tap.run(x)["blocks.3"]     # [B, C, H, W], autograd intact
 
     With ``pre_activation`` a timm norm-act layer yields the input of its activation function;
-    ``reduce`` (e.g. a spatial mean) is applied inside the hook. Hooks are removed on exit,
+    ``reduce(name, grid)`` (e.g. a spatial mean) is applied inside the hook, before a later in-place
+    activation can change the captured tensor; its result is what ``outputs`` holds. Hooks are removed on exit,
     whatever happens inside.
     """
 
     def __init__(self, model: nn.Module, modules: Sequence[str], stop: bool = False, pre_activation: bool = False,
-                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 reduce: Callable[[str, torch.Tensor], object] | None = None):
         self.model = model
         self.names = list(modules)
         self.stop = stop
@@ -127,7 +128,7 @@ class FeatureTap:
     def _hook(self, name: str):
         def hook(_module, _inputs, output):
             grid = to_nchw(output, self._prefix)
-            self.outputs[name] = self.reduce(grid) if self.reduce is not None and grid is not None else grid
+            self.outputs[name] = self.reduce(name, grid) if self.reduce is not None and grid is not None else grid
             if self.stop and len(self.outputs) == len(self.names):
                 raise _Stop
 

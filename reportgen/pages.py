@@ -17,11 +17,16 @@ from urllib.parse import quote
 
 import jinja2
 
-from .images import decode, webp_bytes
+import numpy as np
+
+from .images import decode, draw_box, heat_colors, spotlight, webp_bytes, zoom
 from .store import Store, atomic_write
 
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
 REF_THUMB_SIDE = 224
+MAP_THUMB_SIDE = 160  # activation-map overlays
+LAYER_MAP_IMAGES = 16  # a layer page shows the maps of its first units on this many reference images
+LAYER_MAP_UNITS = 8  # ... for this many of its units
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
@@ -86,10 +91,19 @@ def render_model(model: dict) -> str:
     return _template("model.md.j2").render(model=model)
 
 
+def map_grid(layer: dict) -> tuple[list[int], list[int]]:
+    """The reference images (rows) and units (columns) of a layer page's activation-map table."""
+    return layer["maps"]["images"][:LAYER_MAP_IMAGES], layer["maps"]["units"][:LAYER_MAP_UNITS]
+
+
 def render_layer(model: dict, index: int) -> str:
     layers = model["layers"]
+    layer = layers[index]
+    rows, columns = map_grid(layer)
+    refs = {r["index"]: r for r in model["references"]["images"]}
+    shown = {u["channel"] for u in layer["units"]}
     return _template("layer.md.j2").render(
-        model=model, layer=layers[index],
+        model=model, layer=layer, map_rows=[refs[i] for i in rows if i in refs], map_units=columns, shown=shown,
         prev=layers[index - 1] if index > 0 else None,
         next=layers[index + 1] if index + 1 < len(layers) else None,
     )
@@ -98,9 +112,11 @@ def render_layer(model: dict, index: int) -> str:
 def render_unit(model: dict, layer: dict, position: int) -> str:
     units = layer["units"]
     unit = units[position]
-    best = next((r for r in model["references"]["images"] if r["index"] == unit.get("ref_best_image")), None)
+    refs = {r["index"]: r for r in model["references"]["images"]}
+    top = [{**t, "ref": refs[t["image"]]} for t in unit["top"] if t["image"] in refs]
+    shown = {u["channel"] for u in units}
     return _template("unit.md.j2").render(
-        model=model, layer=layer, unit=unit, best=best, curve=_curve_svg(unit["curve"]),
+        model=model, layer=layer, unit=unit, top=top, shown=shown, curve=_curve_svg(unit["curve"]),
         prev=units[position - 1] if position > 0 else None,
         next=units[position + 1] if position + 1 < len(units) else None,
     )
@@ -126,6 +142,64 @@ def _curve_svg(curve: list, width: int = 320, height: int = 120) -> str:
     )
 
 
+def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input_side: int):
+    """Yield ``(path relative to the layer folder, RGB array)`` for every picture of a layer's pages:
+    unit renders, centre-neuron renders (with the receptive field drawn, and zoomed into it),
+    activation-map overlays and the effective receptive field. Everything comes from the store."""
+    for unit in layer["units"]:
+        c = unit["channel"]
+        stored = store.get_render(unit["key"]) if unit["key"] else None
+        if stored is not None:
+            yield f"img/{c}.webp", stored.image()
+        neuron = unit.get("neuron") or {}
+        stored = store.get_render(neuron["key"]) if neuron.get("key") else None
+        if stored is not None:
+            image, box = stored.image(), tuple(neuron["box"])
+            yield f"img/{c}-neuron.webp", draw_box(image, box)
+            yield f"img/{c}-neuron-zoom.webp", zoom(image, box)
+    maps = store.get_arrays(layer["maps"]["key"]) or {}
+    values = maps.get(f"maps|{layer['module']}")
+    if values is not None:
+        rows, columns = map_grid(layer)
+        wanted = {(i, c) for i in rows for c in columns}
+        wanted |= {(t["image"], u["channel"]) for u in layer["units"] for t in u["top"]}
+        row_of = {i: n for n, i in enumerate(layer["maps"]["images"])}
+        column_of = {c: n for n, c in enumerate(layer["maps"]["units"])}
+        positive = np.nan_to_num(np.maximum(values.astype(np.float32), 0))
+        scale = positive.max(axis=(0, 2, 3))  # per unit, over the images shown: overlays compare across images
+        for i, c in sorted(wanted):
+            if i in photos and i in row_of and c in column_of:
+                heat = positive[row_of[i], column_of[c]] / max(float(scale[column_of[c]]), 1e-12)
+                yield f"maps/{i}-{c}.webp", spotlight(photos[i], heat)
+    erf = store.get_arrays(layer["erf"]["key"]) or {}
+    heat = erf.get(f"erf|{layer['module']}")
+    if heat is not None:
+        image = heat_colors(np.sqrt(heat))  # square root: the tails of the field stay visible
+        if layer["rf"]["size"] is not None:
+            image = draw_box(image, rf_box(layer, input_side))
+        if layer["erf"]["size"] > 0:
+            image = draw_box(image, mass_box(heat, layer["erf"]["size"]), color=(255, 255, 255))
+        yield "erf.webp", image
+
+
+def rf_box(layer: dict, input_side: int) -> tuple[int, int, int, int]:
+    """The theoretical receptive field of a layer's centre unit on the model's input, clipped."""
+    rows = layer["out_shape"][1]
+    top = (rows // 2) * layer["stride"] - layer["rf"]["padding"]
+    bottom = top + layer["rf"]["size"] - 1
+    top, bottom = max(top, 0), min(bottom, input_side - 1)
+    return top, top, bottom, bottom
+
+
+def mass_box(heat: np.ndarray, side: int) -> tuple[int, int, int, int]:
+    """The ``side`` px square centred on the centre of mass of ``heat`` (the effective field's 95% square)."""
+    rows, cols = np.indices(heat.shape)
+    total = float(heat.sum()) or 1.0
+    row, col = (heat * rows).sum() / total, (heat * cols).sum() / total
+    top, left = round(row - (side - 1) / 2), round(col - (side - 1) / 2)
+    return top, left, top + side - 1, left + side - 1
+
+
 def write_docs(out: Path, manifest: dict, store: Store) -> int:
     """Write ``OUT/docs`` and ``OUT/mkdocs.yml`` for ``manifest``; returns the number of pages.
 
@@ -147,19 +221,17 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
     for model in manifest["models"]:
         m = model["slug"]
         page(f"{m}/index.md", render_model(model))
+        photos = {}
         for ref in model["references"]["images"]:
-            if ref.get("thumb"):
-                rgb = decode(store.image_path(ref["image"]).read_bytes())
-                atomic_write(staging / m / "refs" / ref["thumb"], webp_bytes(rgb, REF_THUMB_SIDE))
+            photos[ref["index"]] = decode(store.image_path(ref["image"]).read_bytes())
+            atomic_write(staging / m / "refs" / ref["thumb"], webp_bytes(photos[ref["index"]], REF_THUMB_SIDE))
         for i, layer in enumerate(model["layers"]):
+            folder = staging / m / layer["slug"]
             page(f"{m}/{layer['slug']}/index.md", render_layer(model, i))
+            for name, image in layer_images(layer, photos, store, model["preprocess"]["input_size"][1]):
+                atomic_write(folder / name, webp_bytes(image, UNIT_IMAGE_SIDE))
             for position, unit in enumerate(layer["units"]):
                 page(f"{m}/{layer['slug']}/{unit['channel']}/index.md", render_unit(model, layer, position))
-                stored = store.get_render(unit["key"]) if unit["key"] else None
-                if stored is not None:
-                    target = out / unit["render"]
-                    relative = target.relative_to(out / "docs")
-                    atomic_write(staging / relative, webp_bytes(stored.image(), UNIT_IMAGE_SIDE))
     atomic_write(out / "mkdocs.yml", render_mkdocs_yml(manifest).encode("utf-8"))
     old = out / "docs.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -24,7 +24,7 @@ from .errors import OutputDirError, StoreError, UsageError
 from .manifest import check_out, merge_model, prepare_out, read_manifest, write_manifest
 from .pages import slug, unit_image
 from .progress import Progress
-from .store import Store, atomic_write, canonical_key, exclusive
+from .store import Store, atomic_write, exclusive
 
 REF_THUMBS_ON_MODEL_PAGE = 16
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
@@ -38,6 +38,7 @@ class BuildReport:
     rendered: int = 0
     cached: int = 0
     failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # unreadable reference images ("name: reason")
     pages: int = 0
     site: Any = None
     seconds: float = 0.0
@@ -153,43 +154,54 @@ def _plan(name: str, config: BuildConfig) -> Plan:
 
 
 def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progress, report: BuildReport) -> dict:
-    """Render one planned model's selected units and return its manifest entry."""
+    """Analyse and render one planned model's selected units and return its manifest entry."""
     import timm
     import torch
 
+    from .analysis import stage
     from .analysis.references import folder_references, skimage_references
 
     loaded, layers, units, name = plan.loaded, plan.layers, plan.units, plan.loaded.name
+    modules = [layer.module for layer in layers]
     timings: dict[str, float] = {"load": plan.load_seconds}
 
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
-    stats, arrays = _reference_stats(loaded, [layer.module for layer in layers], refs, store, progress)
+    stats, arrays = stage.reference_stats(loaded, modules, refs, store, progress)
+    shown = stage.display_images(arrays["used"], stats, units, first=REF_THUMBS_ON_MODEL_PAGE)
+    progress.stage(f"{name}: activation maps")
+    maps_key = stage.reference_maps(loaded, units, refs, shown, store)
     progress.stage(f"{name}: receptive fields")
-    fields = _receptive_fields(loaded, layers, store)
+    fields = stage.receptive_fields(loaded, layers, store)
+    erf_key, erfs = stage.effective_fields(loaded, modules, refs, arrays["used"], store)
+    neurons = {m: units[m][:config.neurons] for m in modules}
+    boxes = stage.neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad)
     timings["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    total = sum(len(u) for u in units.values())
+    total = sum(len(units[m]) + len(neurons[m]) for m in modules)
     rendered_before = report.rendered
     progress.begin(total, name)
     layer_entries = []
     for layer in layers:
-        progress.stage(f"{name} {layer.module}")
-        found = _render_layer(loaded, layer.module, units[layer.module], config, store, progress, report)
-        layer_entries.append({**_layer_entry(name, layer, found, stats[layer.module], report, config.seed),
-                              "rf": fields[layer.module].to_dict()})
+        m = layer.module
+        progress.stage(f"{name} {m}")
+        found = _render_layer(loaded, m, units[m], config, store, progress, report)
+        found_neurons = _render_layer(loaded, m, neurons[m], config, store, progress, report, box=boxes.get(m))
+        entry = _layer_entry(name, layer, found, stats[m], report, config.seed)
+        _add_neurons(name, entry, found_neurons, boxes.get(m), stats[m], report)
+        entry.update(rf=fields[m].to_dict(), erf={**erfs[m], "key": erf_key},
+                     maps={"key": maps_key, "images": shown, "units": units[m]})
+        layer_entries.append(entry)
     progress.end()
     timings["render"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
-    for stage in ("load", "analysis", "render"):
-        report.timings[stage] = report.timings.get(stage, 0.0) + timings[stage]
+    for step in ("load", "analysis", "render"):
+        report.timings[step] = report.timings.get(step, 0.0) + timings[step]
 
-    # Reference thumbnails: the first few for the model page, and every unit's best image.
-    wanted = {int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]}
-    wanted |= {u["ref_best_image"] for e in layer_entries for u in e["units"] if u["ref_best_image"] is not None}
     ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
     rendered = report.rendered - rendered_before
+    report.skipped.extend(f"{name}: {s}" for s in arrays["skipped"])
     return {
         "name": name,
         "slug": slug(name),
@@ -203,53 +215,45 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "rendered": rendered,
         "cached": total - rendered,
-        "unit_count": total,
+        "unit_count": sum(len(u) for u in units.values()),
+        "neuron_count": sum(len(n) for n in neurons.values()),
         "render_seconds": round(sum(u["seconds"] for e in layer_entries for u in e["units"]), 1),
         "median_ratio": statistics.median(ratios) if ratios else None,
         "references": {
             "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
-            "images": _reference_entries(loaded, refs, arrays, sorted(wanted), store),
+            "used": len(arrays["used"]),
+            "images": stage.reference_entries(loaded, refs, arrays, shown, store),
         },
         "layers": layer_entries,
     }
 
 
-def _reference_stats(loaded, modules: list[str], refs, store: Store, progress: Progress):
-    """Per-unit statistics over the reference images: one streaming pass, cached by model, weights,
-    layers and image set. Returns ({layer: LayerStats}, the stored arrays)."""
-    import numpy as np
-
-    from .analysis.activations import LayerStats, analyze_references
-
-    key = canonical_key({"kind": "reference-stats", "v": 2, "model": loaded.name, "weights": loaded.weights.digest,
-                         "layers": modules, "refs": refs.digest, "preprocess": vars(loaded.preprocess)})
-    arrays = store.get_arrays(key)
-    if arrays is None:
-        progress.stage(f"{loaded.name}: reference images")
-        analysis = analyze_references(loaded, modules, refs)
-        arrays = {k: v for layer, s in analysis.layers.items() for k, v in s.to_arrays(layer).items()}
-        arrays["used"] = np.array(analysis.used)
-        arrays["predictions"] = np.array(
-            [[i, c, p] for i, top in analysis.predictions.items() for c, p in top], dtype=float).reshape(-1, 3)
-        arrays["skipped"] = np.array(refs.skipped, dtype=str)
-        store.put_arrays(key, arrays)
-    return {m: LayerStats.from_arrays(arrays, m) for m in modules}, arrays
-
-
 def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, store: Store, progress: Progress,
-                  report: BuildReport) -> dict:
+                  report: BuildReport, box: tuple[int, int, int, int] | None = None) -> dict:
     """Stored renders of ``channels`` of ``layer``: cache hits, then the misses rendered in batches.
+
+    Without ``box`` each unit's whole channel is rendered; with it, its centre neuron, optimizing
+    only the pixels inside ``box`` (the neuron's receptive field on the canvas).
 
     Batches are fixed chunks of the layer's units, and a chunk with any unit missing is rendered
     whole: a resumed build batches every unit as an uninterrupted one would, so its images are the
     same to the bit (batched convolutions may differ in the last bits from unbatched ones).
     """
     from .optvis.objectives import unit_objective
-    from .optvis.render import choose_batch, render_channels
+    from .optvis.render import choose_batch, render_channels, render_neurons
 
+    if not channels:
+        return {}
+    kind = "channel" if box is None else "neuron"
     settings = config.render
+
+    def render(chunk, settings, on_step=None):
+        if box is None:
+            return render_channels(loaded, layer, chunk, settings, config.seed, on_step=on_step)
+        return render_neurons(loaded, layer, chunk, settings, config.seed, box=box, on_step=on_step)
+
     keys = {c: Store.render_key(loaded.name, loaded.weights.digest, layer, c, settings.to_dict(), config.seed,
-                                vars(loaded.preprocess)) for c in channels}
+                                vars(loaded.preprocess), unit=_unit_spec(kind, c, box)) for c in channels}
     found = {c: store.get_render(keys[c]) for c in channels}
     missing = {c for c in channels if found[c] is None}
     report.cached += len(channels) - len(missing)
@@ -264,11 +268,11 @@ def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, 
             continue
         share = len(todo) / settings.steps
         started = time.perf_counter()
-        results = render_channels(loaded, layer, chunk, settings, config.seed, on_step=lambda _s: progress.advance(share))
+        results = render(chunk, settings, on_step=lambda _s: progress.advance(share))
         failed = [r.channel for r in results if not r.ok and r.channel in missing]
         if failed:  # a NaN or inf: retry those units once with a gentler learning rate
             gentler = dataclasses.replace(settings, lr=settings.lr * RETRY_LR_FACTOR)
-            retried = {r.channel: r for r in render_channels(loaded, layer, failed, gentler, config.seed)}
+            retried = {r.channel: r for r in render(failed, gentler)}
             results = [retried.get(r.channel, r) for r in results]
         seconds = (time.perf_counter() - started) / len(chunk)
         for result in results:
@@ -280,39 +284,31 @@ def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, 
             found[result.channel] = store.put_render(keys[result.channel], result.image, {
                 "model": loaded.name, "layer": layer, "channel": result.channel, "seed": result.seed,
                 "activation": result.activation, "curve": result.curve,
-                "objective": unit_objective("channel", layer, (result.channel,)).describe(),
+                "objective": unit_objective(kind, layer, (result.channel,)).describe(),
                 "lr": settings.lr * (RETRY_LR_FACTOR if result.channel in failed else 1.0),
                 "seconds": round(seconds, 3), "device": str(loaded.device),
             })
     return found
 
 
-def _reference_entries(loaded, refs, arrays: dict, indices: list[int], store: Store) -> list[dict]:
-    """Manifest entries (thumbnail in the store, top predictions) for the reference images ``indices``."""
-    from .analysis.references import center_crop, load_rgb
-
-    predictions: dict[int, list] = {}
-    for i, c, p in arrays["predictions"]:
-        predictions.setdefault(int(i), []).append((int(c), float(p)))
-    labels = _imagenet_labels(loaded.module)
-    entries = []
-    for i in indices:
-        ref = refs.images[i]
-        pixels = center_crop(load_rgb(ref), loaded.preprocess.input_size[1], loaded.preprocess.crop_pct)
-        entries.append({
-            "index": i, "name": ref.name, "image": store.put_image(pixels), "thumb": f"{i}.webp",
-            "predictions": [{"class": c, "label": labels.get(c, f"class {c}"), "prob": p} for c, p in predictions.get(i, [])],
-        })
-    return entries
+def _unit_spec(kind: str, channel: int, box) -> dict:
+    """What a render optimizes, as it enters the cache key (a channel's key is unchanged since v2)."""
+    return {"kind": kind, "index": channel} if box is None else {"kind": kind, "index": channel, "box": list(box)}
 
 
 def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int) -> dict:
-    """A layer's manifest entry: its facts and, per unit, the render (``None`` if it failed), its
-    activation ratio and its statistics over the reference images."""
+    """A layer's manifest entry: its facts, its dead and twin units over all its channels and, per
+    shown unit, the render (``None`` if it failed), its activation ratio, its statistics over the
+    reference images and its top images."""
     from .optvis.objectives import unit_objective
     from .optvis.render import unit_seed
 
-    entry = {**layer.to_dict(), "slug": slug(layer.module), "units": []}
+    from .analysis.activations import REDUNDANT_R
+
+    dead, twins = stats.dead(), stats.redundant(REDUNDANT_R)
+    entry = {**layer.to_dict(), "slug": slug(layer.module), "units": [], "dead": dead, "redundant_r": REDUNDANT_R,
+             "redundant": [{"channel": c, "partner": int(stats.partner[c]),
+                                          "r": float(stats.partner_r[c])} for c in twins]}
     model_stub = {"slug": slug(model_name)}
     for c, stored in found.items():
         failed = stored is None
@@ -321,6 +317,7 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
         ref_max, ref_mean = _finite(stats.max_mean[c]), _finite(stats.mean[c])
         if failed:
             report.failed.append(f"{model_name} {layer.module} unit {c}")
+        partner = int(stats.partner[c])
         entry["units"].append({
             "channel": c,
             "key": None if failed else stored.key,
@@ -328,7 +325,13 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
             "activation": activation,
             "ref_max": ref_max,
             "ref_mean": ref_mean,
+            "ref_peak": _finite(stats.peak[c]),
             "fire_rate": float(stats.fire_rate[c]),
+            "dead": c in dead,
+            "partner": None if partner < 0 else {"channel": partner, "r": float(stats.partner_r[c])},
+            "redundant": c in twins,
+            "top": [{"image": int(i), "value": float(v)} for i, v in zip(stats.top_index[c], stats.top_value[c])
+                    if i >= 0 and math.isfinite(v)],
             "ref_best_image": None if ref_max is None else int(stats.argmax[c]),
             "activation_ratio": activation / ref_max if not failed and ref_max is not None and ref_max > 0 else None,
             "seed": meta.get("seed", unit_seed(config_seed, layer.module, c)),
@@ -336,30 +339,38 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
             "curve": meta.get("curve", []),
             "seconds": meta.get("seconds", 0.0),
             "failed": failed,
+            "neuron": None,
         })
     ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]
     entry["median_ratio"] = statistics.median(ratios) if ratios else None
-    entry["dead"] = [u["channel"] for u in entry["units"] if u["fire_rate"] == 0]
     return entry
+
+
+def _add_neurons(model_name: str, entry: dict, found: dict, box, stats, report: BuildReport) -> None:
+    """Attach each centre-neuron render to its unit: key, receptive-field box, activation and its
+    ratio to the unit's highest activation at any position of any reference image."""
+    for unit in entry["units"]:
+        c = unit["channel"]
+        if c not in found:
+            continue
+        stored = found[c]
+        if stored is None:
+            report.failed.append(f"{model_name} {entry['module']} unit {c} (centre neuron)")
+            unit["neuron"] = {"failed": True, "box": list(box)}
+            continue
+        peak = _finite(stats.peak[c])
+        activation = stored.meta["activation"]
+        unit["neuron"] = {
+            "failed": False, "key": stored.key, "box": list(box), "activation": activation,
+            "ratio": activation / peak if peak is not None and peak > 0 else None,
+            "objective": stored.meta["objective"], "seed": stored.meta["seed"],
+        }
 
 
 def _finite(value) -> float | None:
     """A JSON-safe number: ``None`` for NaN and infinities."""
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _imagenet_labels(model) -> dict[int, str]:
-    """Class names for a 1000-class ImageNet head (timm ships them); empty otherwise."""
-    if getattr(model, "num_classes", None) != 1000:
-        return {}
-    try:
-        from timm.data import ImageNetInfo
-
-        info = ImageNetInfo()
-        return {i: info.index_to_description(i) for i in range(1000)}
-    except Exception:
-        return {}
 
 
 # ---------------------------------------------------------------- single renders and the catalogue
@@ -372,33 +383,10 @@ def list_layers(name: str, weights: str = "none", receptive_fields: bool = True)
 
     loaded = load_model(name, weights, "cpu")
     layers = catalogue(loaded.module, loaded.preprocess.input_size)
-    fields = _receptive_fields(loaded, layers) if receptive_fields else {}
+    from .analysis.stage import receptive_fields as fields_of
+
+    fields = fields_of(loaded, layers) if receptive_fields else {}
     return [(layer, fields.get(layer.module)) for layer in layers]
-
-
-def _receptive_fields(loaded, layers: list, store: Store | None = None) -> dict:
-    """Theoretical receptive fields of ``layers`` (cached in ``store`` by architecture: weights do
-    not change them). Canvases grow up to 8 times the model's input size."""
-    from .analysis.receptive_field import ReceptiveField, theoretical
-
-    side = loaded.preprocess.input_size[1]
-    modules = [layer.module for layer in layers]
-    key = canonical_key({"kind": "receptive-fields", "v": 1, "model": loaded.name, "side": side, "layers": modules})
-    cached = store.get_arrays(key) if store else None
-    if cached is not None:
-        return {m: ReceptiveField(int(s) if s >= 0 else None, int(p) if s >= 0 else None, bool(g))
-                for m, s, p, g in zip(modules, cached["size"], cached["padding"], cached["global"])}
-    fields = theoretical(loaded.module, modules, {layer.module: layer.stride for layer in layers},
-                         start_side=side, max_side=8 * side)
-    if store:
-        import numpy as np
-
-        store.put_arrays(key, {
-            "size": np.array([fields[m].size if fields[m].size is not None else -1 for m in modules]),
-            "padding": np.array([fields[m].padding if fields[m].size is not None else -1 for m in modules]),
-            "global": np.array([fields[m].is_global for m in modules]),
-        })
-    return fields
 
 
 def render_unit(config: BuildConfig, layer: str, unit: int, neuron: bool, out_file: Path) -> Path:
@@ -418,7 +406,13 @@ def render_unit(config: BuildConfig, layer: str, unit: int, neuron: bool, out_fi
         from .errors import UnknownUnitError
 
         raise UnknownUnitError(f"--unit {unit}: layer {target.module} has channels 0..{target.channels - 1}")
-    result = render_channels(loaded, target.module, [unit], config.render, config.seed,
-                             objective_kind="neuron" if neuron else "channel")[0]
+    if neuron:
+        from .analysis.stage import neuron_boxes
+        from .optvis.render import render_neurons
+
+        box = neuron_boxes(loaded, [target.module], config.render.size, config.render.pad)[target.module]
+        result = render_neurons(loaded, target.module, [unit], config.render, config.seed, box=box)[0]
+    else:
+        result = render_channels(loaded, target.module, [unit], config.render, config.seed)[0]
     atomic_write(Path(out_file), png_bytes(result.image))
     return Path(out_file)

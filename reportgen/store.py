@@ -99,11 +99,12 @@ class Store:
 
     @staticmethod
     def render_key(model: str, weights_digest: str, layer: str, channel: int, settings: dict, seed: int,
-                   preprocess: dict) -> str:
-        """The key of one unit render: every input that changes its pixels, and the algorithm version."""
+                   preprocess: dict, unit: dict | None = None) -> str:
+        """The key of one unit render: every input that changes its pixels, and the algorithm version.
+        ``unit`` says what is optimized (default: the whole channel)."""
         return canonical_key({
             "v": RENDER_ALGO_VERSION, "model": model, "weights": weights_digest, "layer": layer,
-            "unit": {"kind": "channel", "index": channel}, "settings": settings, "seed": seed,
+            "unit": unit or {"kind": "channel", "index": channel}, "settings": settings, "seed": seed,
             "preprocess": preprocess,
         })
 

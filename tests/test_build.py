@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reportgen.config import resolve_build_config
@@ -10,8 +11,8 @@ from reportgen.pipeline import build, rebuild_site
 
 
 def tiny_config(out: Path, **flags):
-    base = {"model": ["test_efficientnet"], "weights": "none", "layers": "0,2,-1", "units": "3", "steps": 6,
-            "size": 32, "out": out, "preset": "quick"}
+    base = {"model": ["test_efficientnet"], "weights": "none", "layers": "0,2,-1", "units": "3", "neurons": "1",
+            "steps": 6, "size": 32, "out": out, "preset": "quick"}
     return resolve_build_config({**base, **flags})
 
 
@@ -24,7 +25,7 @@ def built(tmp_path_factory):
 
 def test_manifest_pages_and_site(built):
     out, report = built
-    assert report.exit_code == 0 and report.rendered == 9 and report.cached == 0
+    assert report.exit_code == 0 and report.rendered == 9 + 3 and report.cached == 0  # 3 centre neurons
     manifest = json.loads((out / "manifest.json").read_text())
     model = manifest["models"][0]
     assert model["name"] == "test_efficientnet" and model["device"] == "cpu" and model["seed"] == 0
@@ -40,14 +41,55 @@ def test_manifest_pages_and_site(built):
     fields = [layer["rf"] for layer in model["layers"]]
     assert fields[0]["size"] == 3 and fields[1]["size"] > 3  # bn1 follows the 3x3 stem conv
     assert fields[2]["global"]  # test_efficientnet has squeeze-excite gates: bn2 sees the whole image
-    assert "Receptive field | 3 px" in (out / "docs" / "test_efficientnet" / "bn1" / "index.md").read_text()
+    assert "Receptive field (theoretical) | 3 px" in (out / "docs" / "test_efficientnet" / "bn1" / "index.md").read_text()
     assert "Random weights" in (out / "docs" / "test_efficientnet" / "index.md").read_text()
+
+
+def test_real_images_units_and_receptive_fields_reach_the_pages(built):
+    from reportgen.images import decode
+
+    out, _ = built
+    model = json.loads((out / "manifest.json").read_text())["models"][0]
+    site = out / "site" / model["slug"]
+    used = model["references"]["used"]
+    assert used == len(model["references"]["images"]) and used >= 10  # scikit-image's offline photographs
+    for layer in model["layers"]:
+        folder = site / layer["slug"]
+        assert (folder / "erf.webp").is_file() and 1 <= layer["erf"]["size"] <= 160
+        assert set(layer["dead"]) <= set(range(layer["channels"]))
+        for pair in layer["redundant"]:
+            assert pair["r"] >= layer["redundant_r"] and pair["partner"] != pair["channel"]
+        for unit in layer["units"]:
+            values = [t["value"] for t in unit["top"]]
+            assert len(values) == 5 and values == sorted(values, reverse=True)
+            assert values[0] == pytest.approx(unit["ref_max"])
+            for t in unit["top"]:
+                assert (folder / "maps" / f"{t['image']}-{unit['channel']}.webp").is_file()
+        for i in layer["maps"]["images"][:16]:
+            assert (folder / "maps" / f"{i}-{layer['units'][0]['channel']}.webp").is_file()
+        first, *others = layer["units"]
+        assert all(u["neuron"] is None for u in others)  # --neurons 1
+        neuron = first["neuron"]
+        assert (folder / "img" / "0-neuron.webp").is_file() and (folder / "img" / "0-neuron-zoom.webp").is_file()
+        top, left, bottom, right = neuron["box"]
+        assert 0 <= top <= bottom < 32 and 0 <= left <= right < 32
+        master = out / ".cache" / "renders" / neuron["key"][:2] / f"{neuron['key']}.png"
+        pixels = decode(master.read_bytes()).astype(int)
+        outside = np.ones(pixels.shape[:2], bool)
+        outside[top:bottom + 1, left:right + 1] = False
+        if outside.any():  # deep layers see the whole canvas
+            assert (pixels[outside] == pixels[outside][0]).all()  # only the receptive field was optimized
+        assert pixels[~outside].std() > 0
+    bn1 = (out / "docs" / model["slug"] / "bn1" / "index.md").read_text()
+    assert "## Activation maps" in bn1 and "## Dead and redundant units" in bn1 and "Effective receptive field" in bn1
+    unit_page = (out / "docs" / model["slug"] / "bn1" / "0" / "index.md").read_text()
+    assert "Reference images that excite it most" in unit_page and "## Centre neuron" in unit_page
 
 
 def test_repeated_build_renders_nothing(built):
     out, _ = built
     report = build(tiny_config(out))
-    assert report.rendered == 0 and report.cached == 9
+    assert report.rendered == 0 and report.cached == 12
 
 
 def test_corrupt_cache_entry_is_rendered_again(built):
@@ -57,7 +99,7 @@ def test_corrupt_cache_entry_is_rendered_again(built):
     png = out / ".cache" / "renders" / key[:2] / f"{key}.png"
     png.write_bytes(b"not a png")
     report = build(tiny_config(out))
-    assert report.rendered == 1 and report.cached == 8
+    assert report.rendered == 1 and report.cached == 11
 
 
 def test_site_command_needs_no_model(built, monkeypatch):
@@ -81,7 +123,7 @@ def test_a_second_model_is_added_without_touching_the_first(built):
     out, _ = built
     first_renders = {p: p.stat().st_mtime_ns for p in (out / ".cache" / "renders").rglob("*.png")}
     report = build(tiny_config(out, model=["test_resnet"], layers="-1", units="2"))
-    assert report.rendered == 2 and report.cached == 0  # only the new model's units
+    assert report.rendered == 2 + 1 and report.cached == 0  # only the new model's units (and one neuron)
     assert all(p.stat().st_mtime_ns == t for p, t in first_renders.items())
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["name"] for m in manifest["models"]] == ["test_efficientnet", "test_resnet"]
@@ -106,7 +148,7 @@ def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
 def test_real_lite0_weights_end_to_end(tmp_path):
     out = tmp_path / "lite0"
     report = build(resolve_build_config({"layers": "2,-1", "units": "2", "steps": 24, "size": 64, "out": out}))
-    assert report.exit_code == 0 and report.rendered == 4
+    assert report.exit_code == 0 and report.rendered == 4 + 4  # 2 channels and 2 centre neurons per layer
     model = json.loads((out / "manifest.json").read_text())["models"][0]
     assert model["weights"]["pretrained"] and model["weights"]["source"].startswith("bundled:")
     chelsea = next(r for r in model["references"]["images"] if r["name"] == "chelsea")
@@ -116,6 +158,7 @@ def test_real_lite0_weights_end_to_end(tmp_path):
         expected = u["activation"] / u["ref_max"] if u["ref_max"] > 0 else None
         assert u["activation_ratio"] == pytest.approx(expected) if expected else u["activation_ratio"] is None
     assert sum(u["activation_ratio"] is not None and u["activation_ratio"] > 1 for u in units) >= 2
+    assert all(u["neuron"]["ratio"] is not None and u["neuron"]["activation"] > 0 for u in units)
     assert (out / "site" / "efficientnet_lite0" / "index.html").is_file()
 
 
@@ -139,5 +182,6 @@ def test_own_image_folder_best_images_and_skipped_files(tmp_path):
     for unit in model["layers"][0]["units"]:
         best = refs[unit["ref_best_image"]]
         page = (out / "docs" / "test_efficientnet" / "bn2" / str(unit["channel"]) / "index.md").read_text()
-        assert f"refs/{best['thumb']}" in page and best["name"].replace(".", "\\.").split("/")[-1] in page
+        assert f"maps/{best['index']}-{unit['channel']}.webp" in page  # its best image, with the unit's heat map
+        assert best["name"].replace(".", "\\.").split("/")[-1] in page
     assert "1 file(s) skipped" in (out / "docs" / "test_efficientnet" / "index.md").read_text()

@@ -45,6 +45,7 @@ def test_layers_table():
     (["build", "--model", "test_resnet", "--weights", "none", "--units", "0,999"], ["--units 999", "channels 0..31"]),
     (["build", "--model", "test_resnet", "--weights", "missing.pth"], ["no such file"]),
     (["build", "--model", "test_resnet", "--size", "-3"], ["--size"]),
+    (["build", "--model", "test_resnet", "--neurons", "some"], ["--neurons", "'all'"]),
     (["build", "--model", "inception_v3", "--weights", "none", "--layers", "-1", "--size", "16"], ["too small", "--size 299"]),
     (["layers", "--model", "no_such_model"], ["unknown model"]),
 ])

@@ -18,50 +18,69 @@ GOLDEN = Path(__file__).parent / "golden"
 def sample_manifest(store: Store | None = None) -> dict:
     """A two-layer, three-unit manifest as the pipeline writes it (keys point into ``store``)."""
     image_key = store.put_image(np.full((16, 16, 3), 120, np.uint8)) if store else "0" * 64
+    maps_key, erf_key = "m" * 64, "e" * 64
+    if store:
+        store.put_arrays(maps_key, {"maps|stem": np.linspace(-1, 1, 2 * 4 * 4).reshape(1, 2, 4, 4).astype(np.float16),
+                                   "maps|blocks.1": np.zeros((1, 1, 4, 4), np.float16)})
+        store.put_arrays(erf_key, {"erf|stem": np.eye(64, dtype=np.float32), "erf|blocks.1": np.ones((64, 64), np.float32)})
 
-    def unit(layer, channel, ratio):
+    def unit(layer, channel, ratio, neuron=False):
         key = f"{layer}-{channel}".ljust(64, "0")
         if store:
             store.put_render(key, np.full((32, 32, 3), 40 * channel, np.uint8), {"activation": 2.0})
+            if neuron:
+                store.put_render(key[::-1], np.full((32, 32, 3), 128, np.uint8), {"activation": 3.0})
+        alive = ratio is not None
         return {"channel": channel, "key": key, "render": f"docs/toy/{layer}/img/{channel}.webp", "activation": 2.0,
-                "ref_max": 2.0 / ratio if ratio else 0.0, "ref_mean": 0.5, "fire_rate": 0.75 if ratio else 0.0,
+                "ref_max": 2.0 / ratio if ratio else 0.0, "ref_mean": 0.5, "ref_peak": 4.0 if alive else -1.0,
+                "fire_rate": 0.75 if alive else 0.0, "dead": not alive,
+                "partner": {"channel": 1 - channel, "r": 0.97} if layer == "stem" else None,
+                "redundant": layer == "stem",
+                "top": [{"image": 3, "value": 2.0 / ratio}] if ratio else [],
                 "ref_best_image": 3, "activation_ratio": ratio, "seed": 42, "objective": f"mean of channel {channel} at {layer}",
-                "curve": [[0, 0.1], [5, 1.0], [9, 2.0]], "seconds": 1.5, "failed": False}
+                "curve": [[0, 0.1], [5, 1.0], [9, 2.0]], "seconds": 1.5, "failed": False,
+                "neuron": {"failed": False, "key": key[::-1], "box": [10, 11, 20, 21], "activation": 3.0, "ratio": 0.75,
+                           "objective": f"neuron (centre) of channel {channel} at {layer}", "seed": 7} if neuron else None}
 
     layers = []
-    for index, (name, units) in enumerate([("stem", [unit("stem", 0, 1.5), unit("stem", 1, 0.5)]),
+    for index, (name, units) in enumerate([("stem", [unit("stem", 0, 1.5, neuron=True), unit("stem", 1, 0.5)]),
                                            ("blocks.1", [unit("blocks.1", 0, None)])]):
         ratios = [u["activation_ratio"] for u in units if u["activation_ratio"] is not None]
         layers.append({"index": index, "module": name, "slug": name, "kind": "Conv2d", "out_shape": [4, 8, 8],
                        "channels": 4, "stride": 2 * (index + 1), "layout": "nchw", "pre_activation": index == 0, "units": units,
                        "rf": {"size": 3 + 4 * index, "padding": 1 + 2 * index, "global": False},
+                       "erf": {"size": 3 + 2 * index, "images": 1, "key": erf_key},
+                       "maps": {"key": maps_key, "images": [3], "units": [0, 1] if index == 0 else [0]},
                        "median_ratio": float(np.median(ratios)) if ratios else None,
-                       "dead": [u["channel"] for u in units if u["fire_rate"] == 0]})
+                       "dead": [u["channel"] for u in units if u["dead"]] + [3], "redundant_r": 0.95,
+                       "redundant": [{"channel": 0, "partner": 1, "r": 0.97}, {"channel": 1, "partner": 0, "r": 0.97}]
+                       if index == 0 else []})
     model = {
         "name": "toy", "slug": "toy",
         "weights": {"source": "random-init", "digest": "sd-sha256:abc", "pretrained": False,
                     "description": "random initialization (no pretrained weights)"},
         "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 64, 64],
                        "interpolation": "bicubic", "crop_pct": 0.9},
-        "device": "cpu", "seed": 0, "rendered": 3, "cached": 0, "unit_count": 3, "median_ratio": 1.0, "render_seconds": 4.5,
+        "device": "cpu", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "median_ratio": 1.0,
+        "render_seconds": 4.5,
         "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
                                                     "max_angle": 10.0}},
         "versions": {"reportgen": "0.1.0", "torch": "2", "timm": "1", "python": "3"},
         "timings": {"load": 1.0, "analysis": 2.0, "render": 3.0, "total": 6.0},
-        "references": {"label": "toy images (1)", "digest": "d", "skipped": [],
+        "references": {"label": "toy images (2)", "digest": "d", "skipped": ["bad.png: OSError"], "used": 1,
                        "images": [{"index": 3, "name": "grey", "image": image_key, "thumb": "3.webp",
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return {"schema": 3, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+    return {"schema": 4, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
 
 
 @pytest.mark.parametrize("name,render", [
     ("home.md", lambda m: pages.render_home(m)),
     ("model.md", lambda m: pages.render_model(m["models"][0])),
     ("layer.md", lambda m: pages.render_layer(m["models"][0], 0)),
-    ("unit.md", lambda m: pages.render_unit(m["models"][0], m["models"][0]["layers"][0], 1)),
+    ("unit.md", lambda m: pages.render_unit(m["models"][0], m["models"][0]["layers"][0], 0)),
     ("mkdocs.yml", lambda m: pages.render_mkdocs_yml(m)),
 ])
 def test_golden_markdown(name, render):
@@ -107,6 +126,9 @@ def test_strict_site_build(tmp_path):
     site = tmp_path / "site"
     assert (site / "index.html").is_file() and (site / "toy" / "stem" / "1" / "index.html").is_file()
     assert (site / "toy" / "stem" / "img" / "1.webp").is_file()
+    for picture in ("img/0-neuron.webp", "img/0-neuron-zoom.webp", "maps/3-0.webp", "maps/3-1.webp", "erf.webp"):
+        assert (site / "toy" / "stem" / picture).is_file(), picture
+    assert not (site / "toy" / "stem" / "img" / "1-neuron.webp").exists()  # no neuron render for unit 1
     layer_html = (site / "toy" / "stem" / "index.html").read_text()
     assert 'href="1/index.html"' in layer_html  # tiles link to unit pages
     home_html = (site / "index.html").read_text()

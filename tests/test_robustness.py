@@ -2,21 +2,21 @@
 full disks and NaNs. Each user-facing failure is one line and an exit code."""
 
 import hashlib
-import io
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from messy_images import write_bad_files, write_odd_files  # noqa: E402  (shared with the memory benchmark)
 
 from reportgen.config import resolve_build_config
 from reportgen.pipeline import build
@@ -99,45 +99,24 @@ def test_a_second_build_into_the_same_folder_is_refused_while_the_first_runs(tmp
         first.wait()
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares a huge size (a decompression bomb) without the pixels."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
-def _messy_folder(folder: Path, good: int = 6) -> list[str]:
+def _messy_folder(folder: Path, good: int = 6) -> tuple[int, list[str]]:
+    """``good`` colour photos plus the odd files (used) and the bad ones (skipped) the memory
+    benchmark also writes; returns (how many files are usable, the bad names)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     for i in range(good):
         Image.fromarray((rng.random((64, 80, 3)) * 255).astype(np.uint8)).save(folder / f"good{i}.png")
-    Image.fromarray((rng.random((70, 70)) * 255).astype(np.uint8), "L").save(folder / "grey.png")
-    Image.fromarray((rng.random((70, 70)) * 65535).astype(np.uint16)).save(folder / "deep16.png")
-    Image.fromarray((rng.random((70, 70, 4)) * 255).astype(np.uint8), "RGBA").save(folder / "alpha.png")
-    Image.fromarray((rng.random((70, 70, 3)) * 255).astype(np.uint8)).convert("CMYK").save(folder / "print.tif")
-    buffer = io.BytesIO()
-    Image.fromarray((rng.random((90, 90, 3)) * 255).astype(np.uint8)).save(buffer, "JPEG")
-    bad = {
-        "truncated.jpg": buffer.getvalue()[: len(buffer.getvalue()) // 3],
-        "empty.png": b"",
-        "notes.webp": b"these are not pixels",
-        "corrupt.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
-        "bomb.png": _png_header_only(40000, 40000),
-    }
-    for name, data in bad.items():
-        (folder / name).write_bytes(data)
-    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(folder / "tiny.png")
-    return sorted([*bad, "tiny.png"])
+    return good + len(write_odd_files(folder, rng)), write_bad_files(folder, rng)
 
 
 def test_messy_image_folder_skips_only_the_bad_files(tmp_path):
-    bad = _messy_folder(tmp_path / "images")
+    usable, bad = _messy_folder(tmp_path / "images")
     out = tmp_path / "out"
     code, output = run("build", *TINY[:-1], "--steps", "4", "--images", str(tmp_path / "images"), "--out", str(out))
     assert code == 0, output
     refs = json.loads((out / "manifest.json").read_text())["models"][0]["references"]
     assert sorted(s.split(":")[0] for s in refs["skipped"]) == bad
-    assert len(refs["images"]) == 10  # 6 colour + grey + 16-bit + RGBA + CMYK
+    assert refs["used"] == usable == 11  # 6 colour + grey, 16-bit, RGBA, CMYK TIFF and CMYK JPEG
     assert f"{len(bad)} file(s) skipped" in (out / "docs" / "test_efficientnet" / "index.md").read_text()
 
 
@@ -193,7 +172,7 @@ def test_disk_full_is_one_line_and_the_cache_stays_valid(tmp_path, monkeypatch):
     assert_nothing_partial(out / ".cache")
     monkeypatch.undo()
     code, output = run("build", *TINY, "--out", str(out))
-    assert code == 0 and "0 rendered, 12 from cache" in output
+    assert code == 0 and "0 rendered, 24 from cache" in output  # 12 units and their 12 centre neurons
 
 
 def test_nan_units_fail_alone_and_the_rest_is_published(tmp_path, monkeypatch):
@@ -217,10 +196,12 @@ def test_nan_units_fail_alone_and_the_rest_is_published(tmp_path, monkeypatch):
     out = tmp_path / "out"
     report = build(resolve_build_config({"model": ["test_efficientnet"], "weights": "none", "layers": "-1",
                                          "units": "3", "steps": 6, "size": 48, "out": out}))
-    assert report.exit_code == 1 and report.failed == ["test_efficientnet bn2 unit 1"]
+    assert report.exit_code == 1
+    assert report.failed == ["test_efficientnet bn2 unit 1", "test_efficientnet bn2 unit 1 (centre neuron)"]
     units = json.loads((out / "manifest.json").read_text())["models"][0]["layers"][0]["units"]
     assert [u["failed"] for u in units] == [False, True, False] and units[1]["render"] is None
-    assert "Render failed" in (out / "docs" / "test_efficientnet" / "bn2" / "1" / "index.md").read_text()
+    page = (out / "docs" / "test_efficientnet" / "bn2" / "1" / "index.md").read_text()
+    assert "Render failed" in page and "render of this unit's centre neuron failed" in page
     assert (out / "site" / "test_efficientnet" / "bn2" / "index.html").is_file()  # strict build passed
 
 

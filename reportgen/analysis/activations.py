@@ -1,9 +1,12 @@
-"""One streaming pass of the reference images through the model, feeding every selected layer.
+"""What real images do to each unit: one streaming pass of the reference images, then a small one.
 
-Units are measured where renders optimize them (before the own activation function of timm's
-fused norm-act layers). Per unit it keeps running statistics only (never all activations): the highest spatial-mean
-activation over the images and which image gave it, the mean, and how often the unit fires.
-The model's own top-5 predictions per image come from the same forward pass.
+Units are measured where renders optimize them (before the own activation function of timm's fused
+norm-act layers). ``analyze_references`` streams every image once, in batches, through all selected
+layers at the same time, and keeps only what does not grow with the number of images: per unit its
+running mean, its peak, how often it fires and its top-k images (merged batch by batch); per layer
+the sums of products of every pair of units over all (image, position) samples, from which the
+correlation of two units' activation maps follows (redundant units). ``activation_maps`` then runs
+only the few images the pages show and keeps the full maps of the shown units.
 """
 
 from __future__ import annotations
@@ -13,28 +16,117 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..layers import FeatureTap
 from ..models import LoadedModel
 from ..optvis.transforms import normalize
 from .references import ReferenceSet, iter_batches
 
+TOP_K = 5  # reference images kept per unit
+REDUNDANT_R = 0.95  # two units whose maps correlate at least this much over the references are twins
+MAP_MAX_SIDE = 112  # stored activation maps are average-pooled down to at most this side
+
 
 @dataclass
 class LayerStats:
-    """Per-channel statistics of one layer over the reference set (arrays of length C)."""
+    """Per-channel statistics of one layer over the reference set (arrays of length C, or [C, k])."""
 
-    max_mean: np.ndarray  # highest spatial-mean activation over the images
-    argmax: np.ndarray  # index (into the reference set) of that image
+    top_value: np.ndarray  # [C, k] the k highest spatial-mean activations, highest first
+    top_index: np.ndarray  # [C, k] the reference images (indices into the set) that gave them
     mean: np.ndarray  # mean over images of the spatial mean
+    peak: np.ndarray  # highest activation at any position of any image
     fire_rate: np.ndarray  # fraction of images on which the unit's spatial max is > 0
+    partner: np.ndarray  # the other channel whose maps correlate most with this one's (-1: undefined)
+    partner_r: np.ndarray  # that Pearson correlation over all images and positions (NaN: undefined)
+
+    @property
+    def max_mean(self) -> np.ndarray:
+        """The highest spatial-mean activation over the images (what a render is compared with)."""
+        return self.top_value[:, 0]
+
+    @property
+    def argmax(self) -> np.ndarray:
+        """The reference image that gave ``max_mean``."""
+        return self.top_index[:, 0]
+
+    def dead(self) -> list[int]:
+        """Channels that never fire (spatial max > 0) on any reference image."""
+        return [int(c) for c in np.flatnonzero(self.fire_rate == 0)]
+
+    def redundant(self, threshold: float = REDUNDANT_R) -> list[int]:
+        """Channels with a twin: their maps correlate at ``threshold`` or more with another channel's."""
+        return [int(c) for c in np.flatnonzero(np.nan_to_num(self.partner_r, nan=-1.0) >= threshold)]
 
     def to_arrays(self, layer: str) -> dict[str, np.ndarray]:
         return {f"{layer}|{k}": v for k, v in vars(self).items()}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], layer: str) -> "LayerStats":
-        return cls(**{k: arrays[f"{layer}|{k}"] for k in ("max_mean", "argmax", "mean", "fire_rate")})
+        return cls(**{k: arrays[f"{layer}|{k}"] for k in cls.__dataclass_fields__})
+
+
+class _Running:
+    """Bounded running state of one layer: O(C·k + C²) memory, whatever the number of images."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.count = 0
+        self.top_value = self.top_index = self.sum = self.fires = self.peak = None
+        self.shift = self.s1 = self.s2 = None
+        self.samples = 0
+
+    def add(self, grid: torch.Tensor, indices: torch.Tensor) -> None:
+        """Fold in one batch of maps [B, C, H, W] of the images ``indices``."""
+        x = grid.detach().float()
+        b, c = x.shape[:2]
+        means, maxes = x.mean(dim=(2, 3)).cpu(), x.amax(dim=(2, 3)).cpu()
+        if self.sum is None:
+            self.top_value, self.top_index = torch.empty(c, 0), torch.empty(c, 0, dtype=torch.long)
+            self.sum, self.fires = torch.zeros(c, dtype=torch.float64), torch.zeros(c)
+            self.peak = torch.full((c,), -torch.inf)
+        values = torch.cat([self.top_value, means.T], dim=1)
+        index = torch.cat([self.top_index, indices.expand(c, b)], dim=1)
+        top = values.topk(min(self.k, values.shape[1]), dim=1)
+        self.top_value, self.top_index = top.values, index.gather(1, top.indices)
+        self.sum += means.double().sum(dim=0)
+        self.fires += (maxes > 0).float().sum(dim=0)
+        self.peak = torch.maximum(self.peak, maxes.amax(dim=0))
+        # Sums of products over every (image, position), shifted by the first batch's means so that
+        # float32 products do not cancel catastrophically in cov = E[xy] - E[x]E[y].
+        flat = x.transpose(0, 1).reshape(c, -1)
+        if self.shift is None:
+            self.shift = flat.mean(dim=1, keepdim=True)
+            self.s1, self.s2 = torch.zeros(c, dtype=torch.float64), torch.zeros(c, c, dtype=torch.float64)
+        flat = flat - self.shift
+        self.s1 += flat.sum(dim=1).double().cpu()
+        self.s2 += (flat @ flat.T).double().cpu()
+        self.samples += flat.shape[1]
+        self.count += b
+
+    def finish(self) -> LayerStats:
+        partner, partner_r = _partners(self.s1, self.s2, self.samples)
+        return LayerStats(
+            top_value=self.top_value.numpy(), top_index=self.top_index.numpy(),
+            mean=(self.sum / self.count).float().numpy(), peak=self.peak.numpy(),
+            fire_rate=(self.fires / self.count).numpy(), partner=partner, partner_r=partner_r,
+        )
+
+
+def _partners(s1: torch.Tensor, s2: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each channel's most correlated other channel, from sums and sums of products over ``n`` samples."""
+    mean = (s1 / n).numpy()
+    cov = s2.numpy() / n - np.outer(mean, mean)
+    std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    valid = std > 1e-8 * max(float(std.max(initial=0.0)), 1e-30)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cov / np.outer(std, std)
+    r = np.where(np.outer(valid, valid), r, -np.inf)
+    np.fill_diagonal(r, -np.inf)
+    partner = r.argmax(axis=1) if len(r) else np.zeros(0, dtype=int)
+    best = r[np.arange(len(r)), partner] if len(r) else np.zeros(0)
+    undefined = ~np.isfinite(best)
+    return np.where(undefined, -1, partner).astype(np.int64), np.where(undefined, np.nan, np.clip(best, -1, 1))
 
 
 @dataclass
@@ -45,60 +137,83 @@ class ReferenceAnalysis:
 
 
 def analyze_references(
-    model: LoadedModel, layers: Sequence[str], refs: ReferenceSet, batch: int = 16,
+    model: LoadedModel, layers: Sequence[str], refs: ReferenceSet, batch: int = 16, k: int = TOP_K,
     on_batch: Callable[[int], None] | None = None,
 ) -> ReferenceAnalysis:
     """Stream ``refs`` through ``model`` once and gather per-unit statistics for ``layers``.
 
+    Args:
+        model: the loaded model.
+        layers: dotted module paths; all of them are fed by the same forward pass.
+        refs: the reference set (decoded lazily, batch by batch; unreadable files are skipped).
+        batch: images per forward pass.
+        k: how many top images to keep per unit.
+        on_batch: called with the number of images done after each batch (for progress).
     Raises:
-        UsageError: (from the reference set) when no image can be read at all.
+        UsageError: no image of the set can be read.
     """
     from ..errors import UsageError
 
     size = model.preprocess.input_size[1]
-    running: dict[str, dict[str, torch.Tensor]] = {}
+    running = {layer: _Running(k) for layer in layers}
     used: list[int] = []
     predictions: dict[int, list[tuple[int, float]]] = {}
-    count = 0
+    current = torch.empty(0, dtype=torch.long)
 
-    def spatial(t: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, 2, C]: mean and max over space
-        return torch.stack([t.mean(dim=(2, 3)), t.amax(dim=(2, 3))], dim=1).float().cpu()
+    def fold(name: str, grid: torch.Tensor) -> None:  # inside the hook: before in-place activations
+        running[name].add(grid, current)
 
-    # Measured where renders are: before a fused norm-act layer's own activation function.
-    with torch.inference_mode(), FeatureTap(model.module, layers, reduce=spatial, pre_activation=True) as tap:
+    with torch.inference_mode(), FeatureTap(model.module, layers, reduce=fold, pre_activation=True):
         for indices, pixels in iter_batches(refs, size, model.preprocess.crop_pct, batch):
-            x = torch.from_numpy(pixels).to(model.device).permute(0, 3, 1, 2).float() / 255.0
-            tap.outputs = {}
-            logits = model.module(normalize(x, model.preprocess.mean, model.preprocess.std))
+            current = torch.tensor(indices)
+            logits = model.module(model_input(model, pixels))
             if logits.ndim == 2:
                 probs = logits.float().softmax(dim=-1).cpu()
                 top = probs.topk(min(5, probs.shape[1]), dim=1)
                 for row, i in enumerate(indices):
                     predictions[i] = [(int(c), float(p)) for c, p in zip(top.indices[row], top.values[row])]
-            index = torch.tensor(indices)
-            for layer in layers:
-                means, maxes = tap.outputs[layer][:, 0], tap.outputs[layer][:, 1]
-                state = running.setdefault(layer, {
-                    "max_mean": torch.full((means.shape[1],), -torch.inf), "argmax": torch.zeros(means.shape[1], dtype=torch.long),
-                    "sum": torch.zeros(means.shape[1], dtype=torch.float64), "fires": torch.zeros(means.shape[1]),
-                })
-                best, where = means.max(dim=0)
-                better = best > state["max_mean"]
-                state["max_mean"] = torch.where(better, best, state["max_mean"])
-                state["argmax"] = torch.where(better, index[where], state["argmax"])
-                state["sum"] += means.double().sum(dim=0)
-                state["fires"] += (maxes > 0).float().sum(dim=0)
             used.extend(indices)
-            count += len(indices)
             if on_batch:
-                on_batch(count)
+                on_batch(len(used))
     if not used:
         raise UsageError(f"none of the reference images could be read ({len(refs.skipped)} skipped)")
-    stats = {
-        layer: LayerStats(
-            max_mean=s["max_mean"].numpy(), argmax=s["argmax"].numpy(),
-            mean=(s["sum"] / count).float().numpy(), fire_rate=(s["fires"] / count).numpy(),
-        )
-        for layer, s in running.items()
-    }
-    return ReferenceAnalysis(stats, used, predictions)
+    return ReferenceAnalysis({layer: r.finish() for layer, r in running.items()}, used, predictions)
+
+
+def activation_maps(model: LoadedModel, units: dict[str, Sequence[int]], refs: ReferenceSet, images: Sequence[int],
+                    batch: int = 16, max_side: int = MAP_MAX_SIDE) -> dict[str, np.ndarray]:
+    """The activation maps of the given units on the given reference images (the few pages show).
+
+    Args:
+        units: {layer: channel ids}.
+        images: indices into ``refs`` (images that were readable in the streaming pass).
+    Returns:
+        {layer: float32 array [len(images), len(units[layer]), h, w]}, maps average-pooled down to at
+        most ``max_side``; an image that cannot be read now is all NaN.
+    """
+    size = model.preprocess.input_size[1]
+    subset = ReferenceSet([refs.images[i] for i in images], refs.digest, refs.label)
+    maps: dict[str, np.ndarray] = {}
+    wanted = {layer: torch.as_tensor(list(channels), dtype=torch.long) for layer, channels in units.items()}
+
+    def keep(name: str, grid: torch.Tensor) -> torch.Tensor:
+        picked = grid.detach()[:, wanted[name].to(grid.device)].float()
+        if picked.shape[-1] > max_side:
+            picked = F.adaptive_avg_pool2d(picked, (max_side * picked.shape[-2] // picked.shape[-1], max_side))
+        return picked.cpu()
+
+    with torch.inference_mode(), FeatureTap(model.module, list(units), reduce=keep, pre_activation=True,
+                                            stop=True) as tap:
+        for positions, pixels in iter_batches(subset, size, model.preprocess.crop_pct, batch):
+            outputs = tap.run(model_input(model, pixels))
+            for layer, picked in outputs.items():
+                if layer not in maps:
+                    maps[layer] = np.full((len(images), *picked.shape[1:]), np.nan, dtype=np.float32)
+                maps[layer][positions] = picked.numpy()
+    return maps
+
+
+def model_input(model: LoadedModel, pixels: np.ndarray) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> the model's normalized float input on its device."""
+    x = torch.from_numpy(pixels).to(model.device).permute(0, 3, 1, 2).float() / 255.0
+    return normalize(x, model.preprocess.mean, model.preprocess.std)

@@ -1,0 +1,170 @@
+"""The analysis stage of a build: each step cached in the store, each returning manifest-ready data.
+
+- ``reference_stats``: the streaming pass (per-unit statistics, top images, twins, predictions);
+- ``reference_maps``: activation maps of the shown units on the images the pages show;
+- ``receptive_fields`` / ``effective_fields`` / ``neuron_boxes``: where units look;
+- ``reference_entries``: thumbnails and the model's predictions for the images shown.
+
+Keys hash the model, its weights, the layers, the image set and the preprocessing, so a repeated
+build reads everything back; a corrupt entry is simply computed again.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..store import Store, canonical_key
+from .activations import LayerStats
+
+EFFECTIVE_FIELD_IMAGES = 8  # reference images the effective receptive field is averaged over
+
+
+def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
+    """Per-unit statistics over the reference images: ``({layer: LayerStats}, the stored arrays)``;
+    the arrays also hold ``used`` (readable image indices), ``predictions`` and ``skipped``."""
+    from .activations import analyze_references
+
+    key = canonical_key({"kind": "reference-stats", "v": 3, "model": loaded.name, "weights": loaded.weights.digest,
+                         "layers": modules, "refs": refs.digest, "preprocess": vars(loaded.preprocess)})
+    arrays = store.get_arrays(key)
+    if arrays is None:
+        progress.stage(f"{loaded.name}: reference images")
+        analysis = analyze_references(loaded, modules, refs)
+        arrays = {k: v for layer, s in analysis.layers.items() for k, v in s.to_arrays(layer).items()}
+        arrays["used"] = np.array(analysis.used)
+        arrays["predictions"] = np.array(
+            [[i, c, p] for i, top in analysis.predictions.items() for c, p in top], dtype=float).reshape(-1, 3)
+        arrays["skipped"] = np.array(refs.skipped, dtype=str)
+        store.put_arrays(key, arrays)
+    return {m: LayerStats.from_arrays(arrays, m) for m in modules}, arrays
+
+
+def display_images(used: Sequence[int], stats: dict[str, LayerStats], units: dict[str, list[int]],
+                   first: int) -> list[int]:
+    """The reference images pages show: the first ``first`` readable ones (model and layer pages),
+    then every shown unit's top images (unit pages), each once, in that order."""
+    chosen = [int(i) for i in used[:first]]
+    for layer, channels in units.items():
+        for c in channels:
+            chosen.extend(int(i) for i in stats[layer].top_index[c] if i >= 0)
+    return list(dict.fromkeys(chosen))
+
+
+def reference_maps(loaded, units: dict[str, list[int]], refs, images: list[int], store: Store) -> str:
+    """Store the activation maps of the shown ``units`` on ``images``; returns the store key.
+
+    The arrays are ``maps|<layer>``, float16 [image, unit, h, w] in the order given, each unit
+    divided by ``scale|<layer>`` (its largest magnitude), so that large activations do not overflow.
+    """
+    from .activations import activation_maps
+
+    key = canonical_key({"kind": "reference-maps", "v": 2, "model": loaded.name, "weights": loaded.weights.digest,
+                         "units": units, "refs": refs.digest, "images": images, "preprocess": vars(loaded.preprocess)})
+    if store.get_arrays(key) is None:
+        arrays = {}
+        for layer, value in activation_maps(loaded, units, refs, images).items():
+            scale = np.nan_to_num(np.abs(value)).max(axis=(0, 2, 3), initial=0.0)
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            arrays[f"maps|{layer}"] = (value / scale[None, :, None, None]).astype(np.float16)
+            arrays[f"scale|{layer}"] = scale
+        store.put_arrays(key, arrays)
+    return key
+
+
+def receptive_fields(loaded, layers: list, store: Store | None = None) -> dict:
+    """Theoretical receptive fields of ``layers`` (cached in ``store`` by architecture: weights do
+    not change them). Canvases grow up to 8 times the model's input size."""
+    from .receptive_field import ReceptiveField, theoretical
+
+    side = loaded.preprocess.input_size[1]
+    modules = [layer.module for layer in layers]
+    key = canonical_key({"kind": "receptive-fields", "v": 1, "model": loaded.name, "side": side, "layers": modules})
+    cached = store.get_arrays(key) if store else None
+    if cached is not None:
+        return {m: ReceptiveField(int(s) if s >= 0 else None, int(p) if s >= 0 else None, bool(g))
+                for m, s, p, g in zip(modules, cached["size"], cached["padding"], cached["global"])}
+    fields = theoretical(loaded.module, modules, {layer.module: layer.stride for layer in layers},
+                         start_side=side, max_side=8 * side)
+    if store:
+        store.put_arrays(key, {
+            "size": np.array([fields[m].size if fields[m].size is not None else -1 for m in modules]),
+            "padding": np.array([fields[m].padding if fields[m].size is not None else -1 for m in modules]),
+            "global": np.array([fields[m].is_global for m in modules]),
+        })
+    return fields
+
+
+def effective_fields(loaded, modules: list[str], refs, used: Sequence[int], store: Store) -> tuple[str, dict[str, dict]]:
+    """Effective receptive fields of ``modules`` averaged over the first readable reference images.
+
+    Returns ``(store key, {layer: {"size": px, "images": n}})``; the heat maps are stored as arrays
+    ``erf|<layer>`` under the key.
+    """
+    import torch
+
+    from .activations import model_input
+    from .references import iter_batches
+    from .receptive_field import effective
+
+    images = [int(i) for i in used[:EFFECTIVE_FIELD_IMAGES]]
+    key = canonical_key({"kind": "effective-fields", "v": 1, "model": loaded.name, "weights": loaded.weights.digest,
+                         "layers": modules, "refs": refs.digest, "images": images,
+                         "preprocess": vars(loaded.preprocess)})
+    arrays = store.get_arrays(key)
+    if arrays is None:
+        subset = type(refs)([refs.images[i] for i in images], refs.digest, refs.label)
+        batch = next(iter_batches(subset, loaded.preprocess.input_size[1], loaded.preprocess.crop_pct, len(images)))[1]
+        with torch.enable_grad():
+            fields = effective(loaded.module, modules, model_input(loaded, batch))
+        arrays = {f"erf|{m}": fields[m].heatmap for m in modules}
+        arrays.update({f"size|{m}": np.array(fields[m].size) for m in modules})
+        arrays["images"] = np.array(fields[modules[0]].images if modules else 0)
+        store.put_arrays(key, arrays)
+    return key, {m: {"size": int(arrays[f"size|{m}"]), "images": int(arrays["images"])} for m in modules}
+
+
+def neuron_boxes(loaded, modules: list[str], size: int, pad: int) -> dict[str, tuple[int, int, int, int]]:
+    """The theoretical receptive field of each layer's centre neuron on a render canvas of ``size``
+    px (the network sees it padded by ``pad``), as an inclusive box clipped to the canvas."""
+    from .receptive_field import neuron_box
+
+    boxes = {}
+    for module in modules:
+        top, left, bottom, right = neuron_box(loaded.module, module, size + 2 * pad)
+        boxes[module] = (max(top - pad, 0), max(left - pad, 0), min(bottom - pad, size - 1), min(right - pad, size - 1))
+    return boxes
+
+
+def reference_entries(loaded, refs, arrays: dict, indices: list[int], store: Store) -> list[dict]:
+    """Manifest entries (thumbnail in the store, top predictions) for the reference images ``indices``."""
+    from .references import center_crop, load_rgb
+
+    predictions: dict[int, list] = {}
+    for i, c, p in arrays["predictions"]:
+        predictions.setdefault(int(i), []).append((int(c), float(p)))
+    labels = imagenet_labels(loaded.module)
+    entries = []
+    for i in indices:
+        ref = refs.images[i]
+        pixels = center_crop(load_rgb(ref), loaded.preprocess.input_size[1], loaded.preprocess.crop_pct)
+        entries.append({
+            "index": i, "name": ref.name, "image": store.put_image(pixels), "thumb": f"{i}.webp",
+            "predictions": [{"class": c, "label": labels.get(c, f"class {c}"), "prob": p}
+                            for c, p in predictions.get(i, [])],
+        })
+    return entries
+
+
+def imagenet_labels(model) -> dict[int, str]:
+    """Class names for a 1000-class ImageNet head (timm ships them); empty otherwise."""
+    if getattr(model, "num_classes", None) != 1000:
+        return {}
+    try:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return {i: info.index_to_description(i) for i in range(1000)}
+    except Exception:
+        return {}
