@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 WEBP_QUALITY = 88
+WEBP_METHOD = 2  # encoder effort: 2 encodes a 224 px image in half the time of 4 for 2% more bytes
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -23,8 +24,15 @@ def webp_bytes(rgb: np.ndarray, max_side: int | None = None, quality: int = WEBP
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.LANCZOS)
     buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", quality=quality, method=4)
+    image.save(buffer, format="WEBP", quality=quality, method=WEBP_METHOD)
     return buffer.getvalue()
+
+
+def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``rgb`` downscaled (Lanczos) so its longer side is at most ``max_side``."""
+    image = Image.fromarray(rgb)
+    image.thumbnail((max_side, max_side), Image.LANCZOS)
+    return np.asarray(image)
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -19,12 +19,12 @@ import jinja2
 
 import numpy as np
 
-from .images import decode, draw_box, heat_colors, spotlight, webp_bytes, zoom
+from .images import decode, draw_box, heat_colors, shrink, spotlight, webp_bytes, zoom
 from .store import Store, atomic_write
 
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
 REF_THUMB_SIDE = 224
-MAP_THUMB_SIDE = 160  # activation-map overlays
+MAP_THUMB_SIDE = 160  # activation-map overlays (a thousand per default build: small encodes fast)
 LAYER_MAP_IMAGES = 16  # a layer page shows the maps of its first units on this many reference images
 LAYER_MAP_UNITS = 8  # ... for this many of its units
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
@@ -145,7 +145,8 @@ def _curve_svg(curve: list, width: int = 320, height: int = 120) -> str:
 def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input_side: int):
     """Yield ``(path relative to the layer folder, RGB array)`` for every picture of a layer's pages:
     unit renders, centre-neuron renders (with the receptive field drawn, and zoomed into it),
-    activation-map overlays and the effective receptive field. Everything comes from the store."""
+    activation-map overlays on ``photos`` (reference thumbnails by image index) and the effective
+    receptive field. Everything comes from the store."""
     for unit in layer["units"]:
         c = unit["channel"]
         stored = store.get_render(unit["key"]) if unit["key"] else None
@@ -155,8 +156,11 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
         stored = store.get_render(neuron["key"]) if neuron.get("key") else None
         if stored is not None:
             image, box = stored.image(), tuple(neuron["box"])
-            yield f"img/{c}-neuron.webp", draw_box(image, box)
-            yield f"img/{c}-neuron-zoom.webp", zoom(image, box)
+            if box == (0, 0, image.shape[0] - 1, image.shape[1] - 1):  # the field covers the canvas
+                yield f"img/{c}-neuron.webp", image
+            else:
+                yield f"img/{c}-neuron.webp", draw_box(image, box)
+                yield f"img/{c}-neuron-zoom.webp", zoom(image, box)
     maps = store.get_arrays(layer["maps"]["key"]) or {}
     values = maps.get(f"maps|{layer['module']}")
     if values is not None:
@@ -200,6 +204,13 @@ def mass_box(heat: np.ndarray, side: int) -> tuple[int, int, int, int]:
     return top, left, top + side - 1, left + side - 1
 
 
+def write_staged(path: Path, data: bytes) -> None:
+    """Write one file of the staging tree. No per-file atomic rename or fsync: the tree is swapped
+    in whole, and a tree left by an interrupted run is deleted by the next one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def write_docs(out: Path, manifest: dict, store: Store) -> int:
     """Write ``OUT/docs`` and ``OUT/mkdocs.yml`` for ``manifest``; returns the number of pages.
 
@@ -212,24 +223,25 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
 
     def page(relative: str, text: str) -> None:
         nonlocal pages
-        atomic_write(staging / relative, text.encode("utf-8"))
+        write_staged(staging / relative, text.encode("utf-8"))
         pages += 1
 
     page("index.md", render_home(manifest))
     for asset in ("reportgen.css", "reportgen.js"):
-        atomic_write(staging / "assets" / asset, resources.files("reportgen.templates").joinpath(asset).read_bytes())
+        write_staged(staging / "assets" / asset, resources.files("reportgen.templates").joinpath(asset).read_bytes())
     for model in manifest["models"]:
         m = model["slug"]
         page(f"{m}/index.md", render_model(model))
         photos = {}
         for ref in model["references"]["images"]:
-            photos[ref["index"]] = decode(store.image_path(ref["image"]).read_bytes())
-            atomic_write(staging / m / "refs" / ref["thumb"], webp_bytes(photos[ref["index"]], REF_THUMB_SIDE))
+            photo = decode(store.image_path(ref["image"]).read_bytes())
+            write_staged(staging / m / "refs" / ref["thumb"], webp_bytes(photo, REF_THUMB_SIDE))
+            photos[ref["index"]] = shrink(photo, MAP_THUMB_SIDE)
         for i, layer in enumerate(model["layers"]):
             folder = staging / m / layer["slug"]
             page(f"{m}/{layer['slug']}/index.md", render_layer(model, i))
             for name, image in layer_images(layer, photos, store, model["preprocess"]["input_size"][1]):
-                atomic_write(folder / name, webp_bytes(image, UNIT_IMAGE_SIDE))
+                write_staged(folder / name, webp_bytes(image, UNIT_IMAGE_SIDE))
             for position, unit in enumerate(layer["units"]):
                 page(f"{m}/{layer['slug']}/{unit['channel']}/index.md", render_unit(model, layer, position))
     atomic_write(out / "mkdocs.yml", render_mkdocs_yml(manifest).encode("utf-8"))

@@ -175,7 +175,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     fields = stage.receptive_fields(loaded, layers, store)
     erf_key, erfs = stage.effective_fields(loaded, modules, refs, arrays["used"], store)
     neurons = {m: units[m][:config.neurons] for m in modules}
-    boxes = stage.neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad)
+    boxes = stage.neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad, store)
     timings["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

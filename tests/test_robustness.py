@@ -155,17 +155,16 @@ def test_malicious_checkpoint_runs_no_code(tmp_path):
 
 def test_disk_full_is_one_line_and_the_cache_stays_valid(tmp_path, monkeypatch):
     import reportgen.pages
-    import reportgen.store
 
     out = tmp_path / "out"
-    real_write = reportgen.store.atomic_write
+    real_write = reportgen.pages.write_staged
 
     def full_disk(path, data):
         if "docs.new" in str(path):  # the renders are stored; the disk fills while pages are written
             raise OSError(28, "No space left on device", str(path))
         real_write(path, data)
 
-    monkeypatch.setattr(reportgen.pages, "atomic_write", full_disk)
+    monkeypatch.setattr(reportgen.pages, "write_staged", full_disk)
     code, output = run("build", *TINY, "--out", str(out))
     assert code == 2
     assert_one_line_error(output, "disk is full", "run the same command again")

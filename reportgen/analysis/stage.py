@@ -125,15 +125,24 @@ def effective_fields(loaded, modules: list[str], refs, used: Sequence[int], stor
     return key, {m: {"size": int(arrays[f"size|{m}"]), "images": int(arrays["images"])} for m in modules}
 
 
-def neuron_boxes(loaded, modules: list[str], size: int, pad: int) -> dict[str, tuple[int, int, int, int]]:
+def neuron_boxes(loaded, modules: list[str], size: int, pad: int,
+                 store: Store | None = None) -> dict[str, tuple[int, int, int, int]]:
     """The theoretical receptive field of each layer's centre neuron on a render canvas of ``size``
-    px (the network sees it padded by ``pad``), as an inclusive box clipped to the canvas."""
+    px (the network sees it padded by ``pad``), as an inclusive box clipped to the canvas; cached in
+    ``store`` by architecture."""
     from .receptive_field import neuron_box
 
+    key = canonical_key({"kind": "neuron-boxes", "v": 1, "model": loaded.name, "size": size, "pad": pad,
+                         "layers": modules})
+    cached = store.get_arrays(key) if store else None
+    if cached is not None:
+        return {m: tuple(int(v) for v in box) for m, box in zip(modules, cached["boxes"])}
     boxes = {}
     for module in modules:
         top, left, bottom, right = neuron_box(loaded.module, module, size + 2 * pad)
         boxes[module] = (max(top - pad, 0), max(left - pad, 0), min(bottom - pad, size - 1), min(right - pad, size - 1))
+    if store and modules:
+        store.put_arrays(key, {"boxes": np.array([boxes[m] for m in modules])})
     return boxes
 
 

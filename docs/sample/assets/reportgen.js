@@ -18,11 +18,13 @@
       '<option value="ratio-asc">by activation ratio, lowest first</option>' +
       "</select></label>" +
       '<label><input type="checkbox" class="rg-only-dead"> only units that never fire</label>' +
+      '<label><input type="checkbox" class="rg-only-redundant"> only redundant units (with a twin)</label>' +
       '<label><input type="checkbox" class="rg-weak"> only renders weaker than real images (ratio &lt; 1)</label>' +
       '<span class="rg-count"></span>';
     grid.parentNode.insertBefore(bar, grid);
     var sort = bar.querySelector(".rg-sort");
     var dead = bar.querySelector(".rg-only-dead");
+    var redundant = bar.querySelector(".rg-only-redundant");
     var weak = bar.querySelector(".rg-weak");
     var countLabel = bar.querySelector(".rg-count");
 
@@ -33,6 +35,7 @@
       var shown = 0;
       order.forEach(function (tile) {
         var hide = (dead.checked && tile.dataset.dead !== "1") ||
+                   (redundant.checked && tile.dataset.redundant !== "1") ||
                    (weak.checked && !(ratio(tile) < 1 && ratio(tile) > -Infinity));
         tile.hidden = hide;
         if (!hide) shown += 1;
@@ -41,7 +44,7 @@
       countLabel.textContent = shown + " of " + tiles.length + " units";
     }
 
-    [sort, dead, weak].forEach(function (input) { input.addEventListener("change", apply); });
+    [sort, dead, redundant, weak].forEach(function (input) { input.addEventListener("change", apply); });
     apply();
   }
 
