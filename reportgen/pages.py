@@ -25,8 +25,6 @@ from .store import Store, atomic_write
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
 REF_THUMB_SIDE = 224
 MAP_THUMB_SIDE = 160  # activation-map overlays (a thousand per default build: small encodes fast)
-LAYER_MAP_IMAGES = 16  # a layer page shows the maps of its first units on this many reference images
-LAYER_MAP_UNITS = 8  # ... for this many of its units
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
@@ -91,19 +89,14 @@ def render_model(model: dict) -> str:
     return _template("model.md.j2").render(model=model)
 
 
-def map_grid(layer: dict) -> tuple[list[int], list[int]]:
-    """The reference images (rows) and units (columns) of a layer page's activation-map table."""
-    return layer["maps"]["images"][:LAYER_MAP_IMAGES], layer["maps"]["units"][:LAYER_MAP_UNITS]
-
-
 def render_layer(model: dict, index: int) -> str:
     layers = model["layers"]
     layer = layers[index]
-    rows, columns = map_grid(layer)
     refs = {r["index"]: r for r in model["references"]["images"]}
     shown = {u["channel"] for u in layer["units"]}
     return _template("layer.md.j2").render(
-        model=model, layer=layer, map_rows=[refs[i] for i in rows if i in refs], map_units=columns, shown=shown,
+        model=model, layer=layer, map_rows=[refs[i] for i in layer["maps"]["images"] if i in refs],
+        map_units=layer["maps"]["units"], shown=shown,
         prev=layers[index - 1] if index > 0 else None,
         next=layers[index + 1] if index + 1 < len(layers) else None,
     )
@@ -162,19 +155,16 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
                 yield f"img/{c}-neuron.webp", draw_box(image, box)
                 yield f"img/{c}-neuron-zoom.webp", zoom(image, box)
     maps = store.get_arrays(layer["maps"]["key"]) or {}
-    values = maps.get(f"maps|{layer['module']}")
-    if values is not None:
-        rows, columns = map_grid(layer)
-        wanted = {(i, c) for i in rows for c in columns}
-        wanted |= {(t["image"], u["channel"]) for u in layer["units"] for t in u["top"]}
-        row_of = {i: n for n, i in enumerate(layer["maps"]["images"])}
-        column_of = {c: n for n, c in enumerate(layer["maps"]["units"])}
-        positive = np.nan_to_num(np.maximum(values.astype(np.float32), 0))
-        scale = positive.max(axis=(0, 2, 3))  # per unit, over the images shown: overlays compare across images
-        for i, c in sorted(wanted):
-            if i in photos and i in row_of and c in column_of:
-                heat = positive[row_of[i], column_of[c]] / max(float(scale[column_of[c]]), 1e-12)
-                yield f"maps/{i}-{c}.webp", spotlight(photos[i], heat)
+    if f"maps|{layer['module']}" in maps:
+        pairs = [tuple(int(v) for v in pair) for pair in maps[f"pairs|{layer['module']}"]]
+        values = maps[f"maps|{layer['module']}"].astype(np.float32) * maps[f"scale|{layer['module']}"][:, None, None]
+        positive = np.nan_to_num(np.maximum(values, 0))
+        peak: dict[int, float] = {}  # per unit, over the pairs shown: its overlays compare across images
+        for (_, c), value in zip(pairs, positive.max(axis=(1, 2))):
+            peak[c] = max(peak.get(c, 0.0), float(value))
+        for (i, c), heat in zip(pairs, positive):
+            if i in photos:
+                yield f"maps/{i}-{c}.webp", spotlight(photos[i], heat / max(peak[c], 1e-12))
     erf = store.get_arrays(layer["erf"]["key"]) or {}
     heat = erf.get(f"erf|{layer['module']}")
     if heat is not None:

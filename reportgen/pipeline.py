@@ -26,7 +26,8 @@ from .pages import slug, unit_image
 from .progress import Progress
 from .store import Store, atomic_write, exclusive
 
-REF_THUMBS_ON_MODEL_PAGE = 16
+REF_THUMBS_ON_MODEL_PAGE = 16  # reference images on the model page, and rows of each layer's map table
+LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 
 
@@ -169,8 +170,11 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     refs = folder_references(config.images) if config.images else skimage_references()
     stats, arrays = stage.reference_stats(loaded, modules, refs, store, progress)
     shown = stage.display_images(arrays["used"], stats, units, first=REF_THUMBS_ON_MODEL_PAGE)
+    grid_images = [int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]]
+    grid_units = {m: units[m][:LAYER_MAP_UNITS] for m in modules}
     progress.stage(f"{name}: activation maps")
-    maps_key = stage.reference_maps(loaded, units, refs, shown, store)
+    maps_key = stage.reference_maps(
+        loaded, {m: stage.map_pairs(stats[m], grid_images, grid_units[m], units[m]) for m in modules}, refs, store)
     progress.stage(f"{name}: receptive fields")
     fields = stage.receptive_fields(loaded, layers, store)
     erf_key, erfs = stage.effective_fields(loaded, modules, refs, arrays["used"], store)
@@ -191,7 +195,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         entry = _layer_entry(name, layer, found, stats[m], report, config.seed)
         _add_neurons(name, entry, found_neurons, boxes.get(m), stats[m], report)
         entry.update(rf=fields[m].to_dict(), erf={**erfs[m], "key": erf_key},
-                     maps={"key": maps_key, "images": shown, "units": units[m]})
+                     maps={"key": maps_key, "images": grid_images, "units": grid_units[m]})
         layer_entries.append(entry)
     progress.end()
     timings["render"] = time.perf_counter() - t0

@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from reportgen.analysis.activations import REDUNDANT_R, _Running, activation_maps, analyze_references, model_input
+from reportgen.analysis.activations import (REDUNDANT_R, LayerStats, _Running, activation_maps, analyze_references,
+                                            model_input)
 from reportgen.analysis.references import folder_references, iter_batches
-from reportgen.analysis.stage import display_images
+from reportgen.analysis.stage import display_images, map_pairs
 from reportgen.layers import FeatureTap
 from reportgen.models import LoadedModel, Preprocess, WeightsInfo
 
@@ -107,16 +108,22 @@ def test_twins_and_dead_units_are_found(tmp_path):
     assert stats.partner_r[2] < REDUNDANT_R
 
 
-def test_maps_are_the_models_own_and_pooled_to_the_cap(tmp_path, tiny, tiny_catalogue):
+def test_maps_are_the_models_own_kept_only_for_the_pairs_asked_and_pooled_to_the_cap(tmp_path, tiny, tiny_catalogue):
     refs = folder_references(_photos(tmp_path / "photos", 5))
     first, deep = tiny_catalogue[0].module, tiny_catalogue[-1].module
-    images = [4, 0, 2]
-    maps = activation_maps(tiny, {first: [1, 0], deep: [3]}, refs, images, max_side=16)
+    pairs = {first: [(4, 1), (0, 0)], deep: [(2, 3), (4, 3), (0, 5)]}
+    maps = activation_maps(tiny, pairs, refs, max_side=16)
     indices, full = _all_maps(tiny, deep, refs)
-    expected = full[[indices.index(i) for i in images]][:, [3]].numpy()
+    expected = np.stack([full[indices.index(i), c].numpy() for i, c in pairs[deep]])
     np.testing.assert_allclose(maps[deep], expected, rtol=1e-5, atol=1e-6)
-    assert maps[first].shape[:2] == (3, 2) and maps[first].shape[-1] == 16
-    assert tiny_catalogue[0].out_shape[-1] > 16
+    assert maps[first].shape[0] == 2 and maps[first].shape[-1] == 16 < tiny_catalogue[0].out_shape[-1]
+
+
+def test_map_pairs_are_the_grid_then_each_units_top_images_once():
+    stats = LayerStats(top_value=np.zeros((3, 2)), top_index=np.array([[5, 0], [0, -1], [7, 8]]),
+                       mean=np.zeros(3), peak=np.zeros(3), fire_rate=np.ones(3), partner=-np.ones(3, int),
+                       partner_r=np.full(3, np.nan))
+    assert map_pairs(stats, grid_images=[0, 1], grid_units=[0], units=[0, 1]) == [(0, 0), (1, 0), (5, 0), (0, 1)]
 
 
 def test_display_images_are_the_first_then_each_units_top_images_once(tmp_path, tiny, tiny_catalogue):

@@ -20,8 +20,10 @@ def sample_manifest(store: Store | None = None) -> dict:
     image_key = store.put_image(np.full((16, 16, 3), 120, np.uint8)) if store else "0" * 64
     maps_key, erf_key = "m" * 64, "e" * 64
     if store:
-        store.put_arrays(maps_key, {"maps|stem": np.linspace(-1, 1, 2 * 4 * 4).reshape(1, 2, 4, 4).astype(np.float16),
-                                   "maps|blocks.1": np.zeros((1, 1, 4, 4), np.float16)})
+        store.put_arrays(maps_key, {"pairs|stem": np.array([[3, 0], [3, 1]]), "scale|stem": np.array([1.0, 2.0]),
+                                   "maps|stem": np.linspace(-1, 1, 2 * 4 * 4).reshape(2, 4, 4).astype(np.float16),
+                                   "pairs|blocks.1": np.array([[3, 0]]), "scale|blocks.1": np.array([1.0]),
+                                   "maps|blocks.1": np.zeros((1, 4, 4), np.float16)})
         store.put_arrays(erf_key, {"erf|stem": np.eye(64, dtype=np.float32), "erf|blocks.1": np.ones((64, 64), np.float32)})
 
     def unit(layer, channel, ratio, neuron=False):

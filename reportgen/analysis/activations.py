@@ -180,36 +180,44 @@ def analyze_references(
     return ReferenceAnalysis({layer: r.finish() for layer, r in running.items()}, used, predictions)
 
 
-def activation_maps(model: LoadedModel, units: dict[str, Sequence[int]], refs: ReferenceSet, images: Sequence[int],
+def activation_maps(model: LoadedModel, pairs: dict[str, Sequence[tuple[int, int]]], refs: ReferenceSet,
                     batch: int = 16, max_side: int = MAP_MAX_SIDE) -> dict[str, np.ndarray]:
-    """The activation maps of the given units on the given reference images (the few pages show).
+    """The activation maps of chosen (reference image, channel) pairs: the few the pages show.
+
+    Only the pairs asked for are kept, so memory grows with their number, not with images × units.
 
     Args:
-        units: {layer: channel ids}.
-        images: indices into ``refs`` (images that were readable in the streaming pass).
+        pairs: {layer: [(image index into ``refs``, channel id), ...]}.
     Returns:
-        {layer: float32 array [len(images), len(units[layer]), h, w]}, maps average-pooled down to at
-        most ``max_side``; an image that cannot be read now is all NaN.
+        {layer: float32 array [len(pairs[layer]), h, w]} in the order given, maps average-pooled
+        down to at most ``max_side``; a pair whose image cannot be read now is all NaN.
     """
-    size = model.preprocess.input_size[1]
-    subset = ReferenceSet([refs.images[i] for i in images], refs.digest, refs.label)
-    maps: dict[str, np.ndarray] = {}
-    wanted = {layer: torch.as_tensor(list(channels), dtype=torch.long) for layer, channels in units.items()}
+    images = sorted({i for layer_pairs in pairs.values() for i, _ in layer_pairs})
+    channels = {layer: sorted({c for _, c in layer_pairs}) for layer, layer_pairs in pairs.items()}
+    rows = {layer: {} for layer in pairs}  # layer -> image -> [(row in the result, column in ``channels``)]
+    for layer, layer_pairs in pairs.items():
+        column = {c: n for n, c in enumerate(channels[layer])}
+        for row, (i, c) in enumerate(layer_pairs):
+            rows[layer].setdefault(i, []).append((row, column[c]))
+    wanted = {layer: torch.as_tensor(cs, dtype=torch.long) for layer, cs in channels.items()}
 
-    def keep(name: str, grid: torch.Tensor) -> torch.Tensor:
+    def keep(name: str, grid: torch.Tensor) -> torch.Tensor:  # [B, len(channels[name]), h, w] on the CPU
         picked = grid.detach()[:, wanted[name].to(grid.device)].float()
         if picked.shape[-1] > max_side:
             picked = F.adaptive_avg_pool2d(picked, (max_side * picked.shape[-2] // picked.shape[-1], max_side))
         return picked.cpu()
 
-    with torch.inference_mode(), FeatureTap(model.module, list(units), reduce=keep, pre_activation=True,
+    maps: dict[str, np.ndarray] = {}
+    size = model.preprocess.input_size[1]
+    with torch.inference_mode(), FeatureTap(model.module, list(pairs), reduce=keep, pre_activation=True,
                                             stop=True) as tap:
-        for positions, pixels in iter_batches(subset, size, model.preprocess.crop_pct, batch):
-            outputs = tap.run(model_input(model, pixels))
-            for layer, picked in outputs.items():
+        for positions, pixels in iter_batches(refs.subset(images), size, model.preprocess.crop_pct, batch):
+            for layer, picked in tap.run(model_input(model, pixels)).items():
                 if layer not in maps:
-                    maps[layer] = np.full((len(images), *picked.shape[1:]), np.nan, dtype=np.float32)
-                maps[layer][positions] = picked.numpy()
+                    maps[layer] = np.full((len(pairs[layer]), *picked.shape[2:]), np.nan, dtype=np.float32)
+                for b, position in enumerate(positions):
+                    for row, column in rows[layer].get(images[position], []):
+                        maps[layer][row] = picked[b, column].numpy()
     return maps
 
 

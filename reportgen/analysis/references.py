@@ -42,6 +42,10 @@ class ReferenceSet:
     label: str
     skipped: list[str] = field(default_factory=list)
 
+    def subset(self, indices: list[int]) -> "ReferenceSet":
+        """The images ``indices`` of this set, in that order (for passes over the few images shown)."""
+        return ReferenceSet([self.images[i] for i in indices], self.digest, self.label)
+
 
 def skimage_references() -> ReferenceSet:
     """scikit-image's bundled photographs that load without a network."""

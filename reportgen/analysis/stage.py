@@ -52,22 +52,33 @@ def display_images(used: Sequence[int], stats: dict[str, LayerStats], units: dic
     return list(dict.fromkeys(chosen))
 
 
-def reference_maps(loaded, units: dict[str, list[int]], refs, images: list[int], store: Store) -> str:
-    """Store the activation maps of the shown ``units`` on ``images``; returns the store key.
+def map_pairs(stats: LayerStats, grid_images: Sequence[int], grid_units: Sequence[int],
+              units: Sequence[int]) -> list[tuple[int, int]]:
+    """The (image, channel) pairs whose maps a layer's pages show: the layer page's grid, then each
+    shown unit's top images (its unit page), each pair once."""
+    pairs = [(int(i), int(c)) for i in grid_images for c in grid_units]
+    pairs += [(int(i), int(c)) for c in units for i in stats.top_index[c] if i >= 0]
+    return list(dict.fromkeys(pairs))
 
-    The arrays are ``maps|<layer>``, float16 [image, unit, h, w] in the order given, each unit
-    divided by ``scale|<layer>`` (its largest magnitude), so that large activations do not overflow.
+
+def reference_maps(loaded, pairs: dict[str, list[tuple[int, int]]], refs, store: Store) -> str:
+    """Store the activation maps of the given (image, channel) pairs of each layer; returns the key.
+
+    The arrays are ``pairs|<layer>`` [P, 2] and ``maps|<layer>``, float16 [P, h, w], each map
+    divided by ``scale|<layer>`` [P] (its largest magnitude), so that large activations do not
+    overflow float16.
     """
     from .activations import activation_maps
 
-    key = canonical_key({"kind": "reference-maps", "v": 2, "model": loaded.name, "weights": loaded.weights.digest,
-                         "units": units, "refs": refs.digest, "images": images, "preprocess": vars(loaded.preprocess)})
+    key = canonical_key({"kind": "reference-maps", "v": 3, "model": loaded.name, "weights": loaded.weights.digest,
+                         "pairs": pairs, "refs": refs.digest, "preprocess": vars(loaded.preprocess)})
     if store.get_arrays(key) is None:
         arrays = {}
-        for layer, value in activation_maps(loaded, units, refs, images).items():
-            scale = np.nan_to_num(np.abs(value)).max(axis=(0, 2, 3), initial=0.0)
+        for layer, value in activation_maps(loaded, pairs, refs).items():
+            scale = np.nan_to_num(np.abs(value)).max(axis=(1, 2), initial=0.0)
             scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-            arrays[f"maps|{layer}"] = (value / scale[None, :, None, None]).astype(np.float16)
+            arrays[f"pairs|{layer}"] = np.array(pairs[layer], dtype=np.int64).reshape(-1, 2)
+            arrays[f"maps|{layer}"] = (value / scale[:, None, None]).astype(np.float16)
             arrays[f"scale|{layer}"] = scale
         store.put_arrays(key, arrays)
     return key
@@ -114,7 +125,7 @@ def effective_fields(loaded, modules: list[str], refs, used: Sequence[int], stor
                          "preprocess": vars(loaded.preprocess)})
     arrays = store.get_arrays(key)
     if arrays is None:
-        subset = type(refs)([refs.images[i] for i in images], refs.digest, refs.label)
+        subset = refs.subset(images)
         batch = next(iter_batches(subset, loaded.preprocess.input_size[1], loaded.preprocess.crop_pct, len(images)))[1]
         with torch.enable_grad():
             fields = effective(loaded.module, modules, model_input(loaded, batch))
