@@ -28,8 +28,11 @@ TINY = ["--model", "test_efficientnet", "--weights", "none", "--layers", "0,2,-1
 
 
 def reportgen(*args):
+    # A suite started in the background by a non-interactive shell hands its children SIGINT ignored
+    # (and then Python never raises KeyboardInterrupt): give the build the default, as a terminal would.
     return subprocess.Popen([sys.executable, "-m", "reportgen", "build", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def count(out: Path, pattern: str) -> int:
