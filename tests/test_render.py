@@ -50,7 +50,7 @@ def test_same_seed_same_image_bit_for_bit(tiny):
 
 def test_pixel_parameterization_and_neuron_objective(tiny):
     settings = RenderSettings(size=48, steps=16, pad=4, jitter=2, param="pixel")
-    result = render_channels(tiny, "blocks.2.0", [0], settings, objective_kind="neuron")[0]
+    result = render_neurons(tiny, "blocks.2.0", [0], settings)[0]
     assert result.curve[-1][1] > result.curve[0][1]
 
 
@@ -86,8 +86,6 @@ def test_neuron_render_without_box_uses_the_whole_canvas(tiny):
     assert r.curve[-1][1] > r.curve[0][1]
     border = ~_inside((2, 2, 29, 29), 32)
     assert (r.image[border] != GREY).any()  # nothing is held grey
-    old_style = render_channels(tiny, "blocks.1.0", [1], settings, objective_kind="neuron")[0]
-    assert np.array_equal(old_style.image, r.image)  # the old keyword is render_neurons(box=None)
 
 
 def test_neuron_box_is_checked(tiny):

@@ -68,7 +68,6 @@ def render_channels(
     settings: RenderSettings,
     seed: int = 0,
     on_step: Callable[[int], None] | None = None,
-    objective_kind: str = "channel",
 ) -> list[RenderResult]:
     """Maximize the mean activation of each of ``channels`` of ``layer``, all in one batch.
 
@@ -79,17 +78,11 @@ def render_channels(
         settings: canvas size, steps, learning rate, parameterization and transforms.
         seed: the build seed; each unit's own seed is ``unit_seed(seed, layer, channel)``.
         on_step: called with the step number after every optimizer step (for progress).
-        objective_kind: ``channel``; ``neuron`` is kept for old callers and is
-            ``render_neurons(..., box=None)`` (use that instead).
     Returns:
         One ``RenderResult`` per channel, in order.
     Raises:
-        ValueError: ``objective_kind`` is neither, or ``settings.param`` is unknown.
+        ValueError: ``settings.param`` is unknown.
     """
-    if objective_kind == "neuron":
-        return render_neurons(model, layer, channels, settings, seed, box=None, on_step=on_step)
-    if objective_kind != "channel":
-        raise ValueError(f"unknown unit objective {objective_kind!r}; use 'channel' (or render_neurons)")
     seeds = [unit_seed(seed, layer, c) for c in channels]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate)
