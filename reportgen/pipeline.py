@@ -169,12 +169,12 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
     stats, arrays = stage.reference_stats(loaded, modules, refs, store, progress)
-    shown = stage.display_images(arrays["used"], stats, units, first=REF_THUMBS_ON_MODEL_PAGE)
     grid_images = [int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]]
     grid_units = {m: units[m][:LAYER_MAP_UNITS] for m in modules}
+    pairs = {m: stage.map_pairs(stats[m], grid_images, grid_units[m], units[m]) for m in modules}
+    shown = list(dict.fromkeys(grid_images + [i for m in modules for i, _ in pairs[m]]))  # images pages show
     progress.stage(f"{name}: activation maps")
-    maps_key = stage.reference_maps(
-        loaded, {m: stage.map_pairs(stats[m], grid_images, grid_units[m], units[m]) for m in modules}, refs, store)
+    maps_key = stage.reference_maps(loaded, pairs, refs, store)
     progress.stage(f"{name}: receptive fields")
     fields = stage.receptive_fields(loaded, layers, store)
     erf_key, erfs = stage.effective_fields(loaded, modules, refs, arrays["used"], store)

@@ -12,7 +12,7 @@ from torch import nn
 from reportgen.analysis.activations import (REDUNDANT_R, LayerStats, _Running, activation_maps, analyze_references,
                                             model_input)
 from reportgen.analysis.references import folder_references, iter_batches
-from reportgen.analysis.stage import display_images, map_pairs
+from reportgen.analysis.stage import map_pairs
 from reportgen.layers import FeatureTap
 from reportgen.models import LoadedModel, Preprocess, WeightsInfo
 
@@ -124,12 +124,3 @@ def test_map_pairs_are_the_grid_then_each_units_top_images_once():
                        mean=np.zeros(3), peak=np.zeros(3), fire_rate=np.ones(3), partner=-np.ones(3, int),
                        partner_r=np.full(3, np.nan))
     assert map_pairs(stats, grid_images=[0, 1], grid_units=[0], units=[0, 1]) == [(0, 0), (1, 0), (5, 0), (0, 1)]
-
-
-def test_display_images_are_the_first_then_each_units_top_images_once(tmp_path, tiny, tiny_catalogue):
-    refs = folder_references(_photos(tmp_path / "photos", 9))
-    layer = tiny_catalogue[1].module
-    stats = analyze_references(tiny, [layer], refs, k=3).layers
-    shown = display_images(list(range(9)), stats, {layer: [0, 1]}, first=2)
-    tops = {int(i) for c in (0, 1) for i in stats[layer].top_index[c]}
-    assert shown[:2] == [0, 1] and set(shown) == {0, 1} | tops and len(shown) == len(set(shown))

@@ -186,3 +186,6 @@ def test_own_image_folder_best_images_and_skipped_files(tmp_path):
         assert f"maps/{best['index']}-{unit['channel']}.webp" in page  # its best image, with the unit's heat map
         assert best["name"].replace(".", "\\.").split("/")[-1] in page
     assert "1 file(s) skipped" in (out / "docs" / "test_efficientnet" / "index.md").read_text()
+    shown = [r["index"] for r in model["references"]["images"]]  # the first 16 readable, then each unit's top images
+    assert len(shown) == len(set(shown)) and shown[:16] == sorted(shown[:16])
+    assert {t["image"] for u in model["layers"][0]["units"] for t in u["top"]} <= set(shown)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reportgen.analysis.receptive_field import effective, neuron_box, theoretical
+from reportgen.analysis.receptive_field import effective, neuron_boxes, theoretical
 
 
 class Residual(nn.Module):
@@ -88,7 +88,7 @@ def test_vgg16_matches_published_values():
     (nn.Sequential(conv(3), conv(3, d=2), conv(3, d=4)), "2", 32, (9, 9, 23, 23)),
 ])
 def test_neuron_box_of_hand_built_networks(net, layer, side, box):
-    assert neuron_box(net, layer, side) == box
+    assert neuron_boxes(net, [layer], side)[layer] == box
 
 
 @pytest.mark.parametrize("net,layer,side,box", [
@@ -99,15 +99,15 @@ def test_neuron_box_of_hand_built_networks(net, layer, side, box):
     (nn.Sequential(conv(3), Gate()), "1", 32, (0, 0, 31, 31)),  # global: the whole canvas
 ])
 def test_neuron_box_is_clipped_to_the_canvas(net, layer, side, box):
-    assert neuron_box(net, layer, side) == box
+    assert neuron_boxes(net, [layer], side)[layer] == box
 
 
 def test_neuron_box_of_a_vision_transformer_is_its_patch_then_the_whole_canvas():
     from reportgen.models import load_model
 
     vit = load_model("test_vit", "none", "cpu", seed=0).module  # 16 px patches, 10x10 grid at 160 px
-    assert neuron_box(vit, "patch_embed.proj", 160) == (80, 80, 95, 95)
-    assert neuron_box(vit, "blocks.0", 160) == (0, 0, 159, 159)  # attention reaches every patch
+    assert neuron_boxes(vit, ["patch_embed.proj"], 160)["patch_embed.proj"] == (80, 80, 95, 95)
+    assert neuron_boxes(vit, ["blocks.0"], 160)["blocks.0"] == (0, 0, 159, 159)  # attention reaches every patch
 
 
 def averaging_stack(depth: int) -> nn.Sequential:
@@ -140,7 +140,7 @@ def test_effective_field_of_a_linear_stack_is_centred_and_smaller_than_the_theor
     inner = field.heatmap[1:, 1:]  # pixels 1..31: symmetric about (16, 16) when centred
     np.testing.assert_allclose(inner, inner[::-1, ::-1], atol=1e-6)
     np.testing.assert_allclose(inner, inner.T, atol=1e-6)
-    top, left, bottom, right = neuron_box(net, "9", 32)
+    top, left, bottom, right = neuron_boxes(net, ["9"], 32)["9"]
     outside = field.heatmap.copy()
     outside[top:bottom + 1, left:right + 1] = 0
     assert (top, left, bottom, right) == (6, 6, 26, 26) and not outside.any()
@@ -225,6 +225,6 @@ def test_a_layer_without_a_spatial_output_is_refused():
 
     net = nn.Sequential(conv(3), nn.Flatten())
     with pytest.raises(UnknownLayerError, match="'1' has no spatial"):
-        neuron_box(net, "1", 8)
+        neuron_boxes(net, ["1"], 8)["1"]
     with pytest.raises(UnknownLayerError, match="'1' has no spatial"):
         effective(net, ["0", "1"], torch.randn(1, 3, 8, 8))

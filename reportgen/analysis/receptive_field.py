@@ -91,24 +91,25 @@ def theoretical(model: nn.Module, layers: Sequence[str], strides: dict[str, int]
     return fields
 
 
-def neuron_box(model: nn.Module, layer: str, side: int) -> Box:
-    """The theoretical receptive field of the centre neuron of ``layer`` on a square canvas.
+def neuron_boxes(model: nn.Module, layers: Sequence[str], side: int) -> dict[str, Box]:
+    """The theoretical receptive field of the centre neuron of each of ``layers`` on a square canvas.
 
     The centre neuron is the one the ``neuron`` objective optimizes: row H // 2, col W // 2 of the
-    layer's output map (of its patch grid for vision transformers).
+    layer's output map (of its patch grid for vision transformers). One linear, positive copy of the
+    model serves every layer.
 
     Args:
         model: the model (left untouched; a linear, positive copy is probed).
-        layer: dotted module path.
+        layers: dotted module paths.
         side: the canvas side in pixels, as the network sees it (padding included).
     Returns:
-        The inclusive box ``(top, left, bottom, right)`` in canvas pixels, clipped to the canvas;
-        global fields (attention, squeeze-excite) give the whole canvas.
+        ``{layer: (top, left, bottom, right)}``, inclusive boxes in canvas pixels, clipped to the
+        canvas; global fields (attention, squeeze-excite) give the whole canvas.
     Raises:
         UnknownLayerError: no such module, or it has no spatial (or token-grid) output.
     """
-    _, support = _centre_support(_linear_positive_copy(model), [layer], side)[layer]
-    return _bounding_box(support)
+    supports = _centre_support(_linear_positive_copy(model), layers, side)
+    return {name: _bounding_box(support) for name, (_, support) in supports.items()}
 
 
 def effective(model: nn.Module, layers: Sequence[str], images: torch.Tensor,

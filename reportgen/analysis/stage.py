@@ -1,7 +1,7 @@
 """The analysis stage of a build: each step cached in the store, each returning manifest-ready data.
 
 - ``reference_stats``: the streaming pass (per-unit statistics, top images, twins, predictions);
-- ``reference_maps``: activation maps of the shown units on the images the pages show;
+- ``map_pairs`` / ``reference_maps``: which (image, unit) activation maps the pages show, and those maps;
 - ``receptive_fields`` / ``effective_fields`` / ``neuron_boxes``: where units look;
 - ``reference_entries``: thumbnails and the model's predictions for the images shown.
 
@@ -39,17 +39,6 @@ def reference_stats(loaded, modules: list[str], refs, store: Store, progress) ->
         arrays["skipped"] = np.array(refs.skipped, dtype=str)
         store.put_arrays(key, arrays)
     return {m: LayerStats.from_arrays(arrays, m) for m in modules}, arrays
-
-
-def display_images(used: Sequence[int], stats: dict[str, LayerStats], units: dict[str, list[int]],
-                   first: int) -> list[int]:
-    """The reference images pages show: the first ``first`` readable ones (model and layer pages),
-    then every shown unit's top images (unit pages), each once, in that order."""
-    chosen = [int(i) for i in used[:first]]
-    for layer, channels in units.items():
-        for c in channels:
-            chosen.extend(int(i) for i in stats[layer].top_index[c] if i >= 0)
-    return list(dict.fromkeys(chosen))
 
 
 def map_pairs(stats: LayerStats, grid_images: Sequence[int], grid_units: Sequence[int],
@@ -113,8 +102,6 @@ def effective_fields(loaded, modules: list[str], refs, used: Sequence[int], stor
     Returns ``(store key, {layer: {"size": px, "images": n}})``; the heat maps are stored as arrays
     ``erf|<layer>`` under the key.
     """
-    import torch
-
     from .activations import model_input
     from .references import iter_batches
     from .receptive_field import effective
@@ -127,8 +114,7 @@ def effective_fields(loaded, modules: list[str], refs, used: Sequence[int], stor
     if arrays is None:
         subset = refs.subset(images)
         batch = next(iter_batches(subset, loaded.preprocess.input_size[1], loaded.preprocess.crop_pct, len(images)))[1]
-        with torch.enable_grad():
-            fields = effective(loaded.module, modules, model_input(loaded, batch))
+        fields = effective(loaded.module, modules, model_input(loaded, batch))
         arrays = {f"erf|{m}": fields[m].heatmap for m in modules}
         arrays.update({f"size|{m}": np.array(fields[m].size) for m in modules})
         arrays["images"] = np.array(fields[modules[0]].images if modules else 0)
@@ -141,17 +127,15 @@ def neuron_boxes(loaded, modules: list[str], size: int, pad: int,
     """The theoretical receptive field of each layer's centre neuron on a render canvas of ``size``
     px (the network sees it padded by ``pad``), as an inclusive box clipped to the canvas; cached in
     ``store`` by architecture."""
-    from .receptive_field import neuron_box
+    from .receptive_field import neuron_boxes as boxes_on
 
     key = canonical_key({"kind": "neuron-boxes", "v": 1, "model": loaded.name, "size": size, "pad": pad,
                          "layers": modules})
     cached = store.get_arrays(key) if store else None
     if cached is not None:
         return {m: tuple(int(v) for v in box) for m, box in zip(modules, cached["boxes"])}
-    boxes = {}
-    for module in modules:
-        top, left, bottom, right = neuron_box(loaded.module, module, size + 2 * pad)
-        boxes[module] = (max(top - pad, 0), max(left - pad, 0), min(bottom - pad, size - 1), min(right - pad, size - 1))
+    boxes = {m: (max(top - pad, 0), max(left - pad, 0), min(bottom - pad, size - 1), min(right - pad, size - 1))
+             for m, (top, left, bottom, right) in boxes_on(loaded.module, modules, size + 2 * pad).items()}
     if store and modules:
         store.put_arrays(key, {"boxes": np.array([boxes[m] for m in modules])})
     return boxes
