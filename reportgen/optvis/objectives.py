@@ -1,19 +1,37 @@
 """Objectives: what a render maximizes. Each returns one score per batch item, shape [B].
 
 Objectives are data (frozen dataclasses), not closures: they hash into cache keys, serialize into
-the manifest and describe themselves for captions. They compose: ``a + 0.5 * b``.
+the manifest (``to_dict`` / ``objective_from_dict``) and describe themselves for captions. They
+compose: ``Channel(...) + 0.5 * Diversity(...) - 0.05 * TotalVariation()``.
+
+An objective reads ``acts``, a mapping from names to tensors: tapped layers give [B, C, H, W]
+(token outputs already on their grid), ``INPUT`` the image batch in [0, 1] RGB before the model's
+normalization, ``LOGITS`` the model's output [B, num_classes]. ``layers`` lists the names an
+objective reads; ``evaluate`` builds ``acts`` for exactly those and scores.
+
+The image regularizers (``L1``, ``L2``, ``TotalVariation``, ``Blur``) return a penalty (>= 0,
+larger is worse): subtract them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import FeatureTap
+from .transforms import normalize
+
+INPUT = "input"  # acts[INPUT]: the image batch [B, 3, H, W] in [0, 1], before mean/std normalization
+LOGITS = "logits"  # acts[LOGITS]: the model's output [B, num_classes]
+EPS = 1e-8  # inside square roots, so that a norm's gradient stays finite at 0
 
 
 class Objective:
-    """Base class. ``score(acts)`` maps {layer: [B, C, H, W]} to a [B] tensor to maximize."""
+    """Base class. ``score(acts)`` maps {name: tensor} to a [B] tensor to maximize."""
 
     def score(self, acts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -36,8 +54,11 @@ class Objective:
 
     __rmul__ = __mul__
 
+    def __neg__(self) -> "Objective":
+        return Scaled(-1.0, self)
+
     def __sub__(self, other: "Objective") -> "Objective":
-        return self + (-1.0) * other
+        return self + (-other)
 
 
 @dataclass(frozen=True)
@@ -91,28 +112,258 @@ class Neuron(Objective):
         return {"kind": "neuron", "layer": self.layer, "channels": list(self.channels), "row": self.row, "col": self.col}
 
 
+@dataclass(frozen=True)
+class ChannelL2(Objective):
+    """L2 norm over space of one channel, sqrt(sum_hw f^2): like ``Channel``, but strong negative
+    responses count too and a few strong positions outweigh a weak everywhere."""
+
+    layer: str
+    channels: tuple[int, ...]
+
+    def score(self, acts):
+        feats = acts[self.layer]
+        index = torch.as_tensor(self.channels, device=feats.device)
+        maps = feats[torch.arange(feats.shape[0], device=feats.device), index].float()  # float: f^2 overflows fp16
+        return torch.sqrt(maps.pow(2).sum(dim=(1, 2)) + EPS)
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def describe(self):
+        return f"L2 norm of channel {','.join(map(str, self.channels))} at {self.layer}"
+
+    def to_dict(self):
+        return {"kind": "channel_l2", "layer": self.layer, "channels": list(self.channels)}
+
+
+@dataclass(frozen=True)
+class LayerL2(Objective):
+    """L2 norm of the whole layer, sqrt(sum_chw f^2): whatever the layer sees, amplified (DeepDream)."""
+
+    layer: str
+
+    def score(self, acts):
+        return torch.sqrt(acts[self.layer].float().pow(2).flatten(1).sum(dim=1) + EPS)
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def describe(self):
+        return f"L2 norm of all of {self.layer}"
+
+    def to_dict(self):
+        return {"kind": "layer_l2", "layer": self.layer}
+
+
 def unit_objective(kind: str, layer: str, channels: tuple[int, ...]) -> Objective:
-    """The objective for a batch of units of ``layer``: ``channel`` (mean) or ``neuron`` (centre)."""
+    """The objective for a batch of units of ``layer``: ``channel`` (mean), ``neuron`` (centre) or
+    ``negative`` (minus the mean: what the unit responds to least)."""
     if kind == "channel":
         return Channel(layer, channels)
     if kind == "neuron":
         return Neuron(layer, channels)
-    raise ValueError(f"unknown unit objective {kind!r}")
+    if kind == "negative":
+        return -Channel(layer, channels)
+    raise ValueError(f"unknown unit objective {kind!r}; use 'channel', 'neuron' or 'negative'")
+
+
+@dataclass(frozen=True)
+class ClassLogit(Objective):
+    """The model's logit for a class; item i maximizes ``classes[i]`` (named ``names[i]`` if given)."""
+
+    classes: tuple[int, ...]
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.names and len(self.names) != len(self.classes):
+            raise ValueError(f"ClassLogit has {len(self.classes)} classes but {len(self.names)} names; "
+                             "give one name per class or none")
+
+    def score(self, acts):
+        logits = acts[LOGITS]
+        index = torch.as_tensor(self.classes, device=logits.device)
+        return logits[torch.arange(logits.shape[0], device=logits.device), index]
+
+    @property
+    def layers(self):
+        return (LOGITS,)
+
+    def describe(self):
+        ids = ",".join(map(str, self.classes))
+        return f"logit of class {', '.join(self.names)} ({ids})" if self.names else f"logit of class {ids}"
+
+    def to_dict(self):
+        return {"kind": "class_logit", "classes": list(self.classes), "names": list(self.names)}
+
+
+@dataclass(frozen=True)
+class Diversity(Objective):
+    """Pushes apart the items of a group (equal ids in ``groups``, one per batch item): k variants of
+    one unit. Per item: minus the mean cosine similarity between its channel Gram matrix at
+    ``layer`` and those of the rest of its group, so -1 for identical images and 0 for an item
+    alone in its group. Gram matrices compare styles, not positions, so a shifted copy of the same
+    pattern does not count as different."""
+
+    layer: str
+    groups: tuple[int, ...]
+
+    def score(self, acts):
+        feats = acts[self.layer].float().flatten(2)  # [B, C, HW]
+        if feats.shape[0] != len(self.groups):
+            raise ValueError(f"Diversity has {len(self.groups)} group ids for a batch of {feats.shape[0]}")
+        grams = F.normalize((feats @ feats.transpose(1, 2)).flatten(1), dim=1)  # [B, C*C], unit length
+        similarity = grams @ grams.T  # [B, B]
+        groups = torch.as_tensor(self.groups, device=feats.device)
+        peers = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=feats.device)
+        return -(similarity * peers).sum(dim=1) / peers.sum(dim=1).clamp(min=1)
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def describe(self):
+        return f"diversity (Gram matrices) at {self.layer}"
+
+    def to_dict(self):
+        return {"kind": "diversity", "layer": self.layer, "groups": list(self.groups)}
+
+
+@dataclass(frozen=True)
+class FeatureMatch(Objective):
+    """Feature inversion: minus the squared distance to ``target`` at ``layer``, relative to the
+    target's own squared norm, so 0 is a perfect match and -1 is as far as an all-zero response.
+
+    ``target`` is [B, C, H, W] or [1, C, H, W] (one target for every item), a constant (detached).
+    It takes no part in equality, hashing or serialization: ``label`` names it.
+    """
+
+    layer: str
+    target: torch.Tensor = field(compare=False, repr=False)
+    label: str
+
+    def score(self, acts):
+        feats = acts[self.layer].float()
+        target = self.target.detach().to(feats.device, feats.dtype)
+        error = (feats - target).flatten(1).pow(2).sum(dim=1)
+        return -error / target.flatten(1).pow(2).sum(dim=1)
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def describe(self):
+        return f"match the features of {self.label} at {self.layer}"
+
+    def to_dict(self):
+        return {"kind": "feature_match", "layer": self.layer, "label": self.label}
+
+
+@dataclass(frozen=True)
+class L1(Objective):
+    """Penalty: mean absolute distance of the image's pixels from ``constant`` (grey by default)."""
+
+    constant: float = 0.5
+
+    def score(self, acts):
+        return (acts[INPUT] - self.constant).abs().mean(dim=(1, 2, 3))
+
+    @property
+    def layers(self):
+        return (INPUT,)
+
+    def describe(self):
+        return f"L1 distance of the image from {self.constant:g}"
+
+    def to_dict(self):
+        return {"kind": "l1", "constant": self.constant}
+
+
+@dataclass(frozen=True)
+class L2(Objective):
+    """Penalty: root mean square distance of the image's pixels from ``constant``,
+    sqrt(mean (x - constant)^2), in pixel units like ``L1``."""
+
+    constant: float = 0.5
+
+    def score(self, acts):
+        return torch.sqrt((acts[INPUT] - self.constant).pow(2).mean(dim=(1, 2, 3)) + EPS)
+
+    @property
+    def layers(self):
+        return (INPUT,)
+
+    def describe(self):
+        return f"RMS distance of the image from {self.constant:g}"
+
+    def to_dict(self):
+        return {"kind": "l2", "constant": self.constant}
+
+
+@dataclass(frozen=True)
+class TotalVariation(Objective):
+    """Penalty: mean absolute difference between horizontally or vertically neighbouring pixels."""
+
+    def score(self, acts):
+        image = acts[INPUT]
+        down = (image[:, :, 1:, :] - image[:, :, :-1, :]).abs().flatten(1)
+        right = (image[:, :, :, 1:] - image[:, :, :, :-1]).abs().flatten(1)
+        return torch.cat([down, right], dim=1).mean(dim=1)
+
+    @property
+    def layers(self):
+        return (INPUT,)
+
+    def describe(self):
+        return "total variation of the image"
+
+    def to_dict(self):
+        return {"kind": "total_variation"}
+
+
+@dataclass(frozen=True)
+class Blur(Objective):
+    """Penalty: mean squared distance between the image and its 3x3 box blur (borders average the
+    pixels that exist), which is large where the image has fine detail."""
+
+    def score(self, acts):
+        image = acts[INPUT]
+        blurred = F.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
+        return (image - blurred).pow(2).mean(dim=(1, 2, 3))
+
+    @property
+    def layers(self):
+        return (INPUT,)
+
+    def describe(self):
+        return "blur penalty (distance to a 3x3 box blur) of the image"
+
+    def to_dict(self):
+        return {"kind": "blur"}
 
 
 @dataclass(frozen=True)
 class Scaled(Objective):
+    """``weight`` times an objective; ``-obj`` is a weight of -1."""
+
     weight: float
     inner: Objective
 
     def score(self, acts):
         return self.weight * self.inner.score(acts)
 
+    def __neg__(self) -> "Objective":
+        # -(w * a) is (-w) * a to the bit (negation is exact), and reads "- w * (a)" in a sum
+        return Scaled(-self.weight, self.inner)
+
     @property
     def layers(self):
         return self.inner.layers
 
     def describe(self):
+        if self.weight == -1:
+            return f"minus ({self.inner.describe()})"
         return f"{self.weight:g} * ({self.inner.describe()})"
 
     def to_dict(self):
@@ -121,6 +372,8 @@ class Scaled(Objective):
 
 @dataclass(frozen=True)
 class Sum(Objective):
+    """The sum of objectives; its layers are theirs, each once, in order."""
+
     terms: tuple[Objective, ...]
 
     def score(self, acts):
@@ -131,7 +384,92 @@ class Sum(Objective):
         return tuple(dict.fromkeys(layer for term in self.terms for layer in term.layers))
 
     def describe(self):
-        return " + ".join(term.describe() for term in self.terms)
+        text = self.terms[0].describe()
+        for term in self.terms[1:]:  # a negative weight reads as a subtraction: "a - 0.05 * (b)"
+            if isinstance(term, Scaled) and term.weight < 0:
+                magnitude = "" if term.weight == -1 else f"{-term.weight:g} * "
+                text += f" - {magnitude}({term.inner.describe()})"
+            else:
+                text += f" + {term.describe()}"
+        return text
 
     def to_dict(self):
         return {"kind": "sum", "terms": [term.to_dict() for term in self.terms]}
+
+
+# Every kind ``objective_from_dict`` can rebuild; list-valued fields become tuples.
+_KINDS: dict[str, type[Objective]] = {
+    "channel": Channel, "neuron": Neuron, "channel_l2": ChannelL2, "layer_l2": LayerL2,
+    "class_logit": ClassLogit, "diversity": Diversity, "l1": L1, "l2": L2,
+    "total_variation": TotalVariation, "blur": Blur,
+}
+
+
+def objective_from_dict(d: Mapping) -> Objective:
+    """Rebuild an objective from its ``to_dict()`` (e.g. read back from a manifest).
+
+    Raises:
+        ValueError: the kind is unknown, its fields do not fit, or it is ``feature_match``, whose
+            target tensor is not serialized.
+    """
+    kind = d.get("kind")
+    if kind == "scaled":
+        return Scaled(float(d["weight"]), objective_from_dict(d["inner"]))
+    if kind == "sum":
+        return Sum(tuple(objective_from_dict(term) for term in d["terms"]))
+    if kind == "feature_match":
+        raise ValueError(f"a feature_match objective ({d.get('label')!r} at {d.get('layer')!r}) cannot be read back: "
+                         "its target features are not serialized; rebuild it with FeatureMatch(layer, target, label)")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown objective kind {kind!r}; known kinds: {', '.join([*_KINDS, 'scaled', 'sum'])}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "kind"}
+    try:
+        return _KINDS[kind](**fields)
+    except TypeError as error:
+        raise ValueError(f"bad {kind} objective {dict(d)!r}: {error}") from None
+
+
+def activations(module: nn.Module, names: Sequence[str], images: torch.Tensor, mean: Sequence[float],
+                std: Sequence[float]) -> dict[str, torch.Tensor]:
+    """The ``acts`` an objective reads: each of ``names`` for ``images`` [B, 3, H, W] in [0, 1].
+
+    Layers are tapped before their own activation function where they end in one (timm's norm-act
+    layers, as the catalogue reports). The forward pass stops after the last tapped layer unless
+    ``LOGITS`` is asked for, and is skipped when only ``INPUT`` is. Autograd stays intact.
+
+    Raises:
+        UnknownLayerError: a name is neither a module of ``module`` nor ``INPUT``/``LOGITS``.
+        ValueError: a tapped layer has no [B, C, H, W] (or token-grid) output.
+    """
+    layers = [name for name in dict.fromkeys(names) if name not in (INPUT, LOGITS)]
+    acts: dict[str, torch.Tensor] = {}
+    if layers or LOGITS in names:
+        x = normalize(images, mean, std)
+        if LOGITS in names:
+            # The forward runs on past the taps, where an in-place activation (timm's norm-act
+            # layers) would overwrite a captured pre-activation: keep a copy taken in the hook.
+            with FeatureTap(module, layers, pre_activation=True, reduce=lambda _name, grid: grid.clone()) as tap:
+                acts[LOGITS] = module(x)
+                outputs = tap.outputs
+        else:
+            with FeatureTap(module, layers, stop=True, pre_activation=True) as tap:
+                outputs = tap.run(x)
+        flat = [name for name in layers if outputs.get(name) is None]
+        if flat:
+            raise ValueError(f"layer {flat[0]!r} has no spatial output to score; pick a layer from the catalogue "
+                             "(`reportgen layers --model NAME`), or use ClassLogit for the model's output")
+        acts.update((name, outputs[name]) for name in layers)
+    if INPUT in names:
+        acts[INPUT] = images
+    return acts
+
+
+def evaluate(module: nn.Module, objective: Objective, images: torch.Tensor, mean: Sequence[float],
+             std: Sequence[float]) -> torch.Tensor:
+    """Score ``images`` [B, 3, H, W] in [0, 1] under ``objective`` on ``module``, whose input is
+    normalized with ``mean`` and ``std``: a [B] tensor to maximize, differentiable in ``images``.
+
+    Raises:
+        As ``activations``.
+    """
+    return objective.score(activations(module, objective.layers, images, mean, std))
