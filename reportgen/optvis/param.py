@@ -2,13 +2,18 @@
 
 Every batch item draws its initial values from its own ``torch.Generator``, so an image does not
 depend on which other units share its batch. Images are square (``size``) or rectangular
-(``(height, width)``); ``BoxedImage`` pastes one into a constant grey canvas.
+(``(height, width)``); ``BoxedImage`` pastes one into a constant grey canvas. ``MacoImage``
+optimizes only the phase of a fixed magnitude spectrum that ``magnitude_spectrum`` estimates
+from photographs.
 """
 
 from __future__ import annotations
 
 from typing import Sequence, Union
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,15 +118,140 @@ def check_box(box: Sequence[int], size: int) -> tuple[int, int, int, int]:
 
 
 def make_image(kind: str, size: Size, generators: Sequence[torch.Generator], decay_power: float = 1.0,
-               decorrelate: bool = True) -> nn.Module:
-    """Build the parameterization named ``kind`` (``fft`` or ``pixel``) of a ``size`` image (a side,
-    or ``(height, width)``).
+               decorrelate: bool = True, *, magnitude: torch.Tensor | None = None) -> nn.Module:
+    """Build the parameterization named ``kind`` (``fft``, ``pixel`` or ``maco``) of a ``size``
+    image (a side, or ``(height, width)``).
 
+    Args:
+        decay_power: spectrum fall-off of ``fft`` (unused by the others).
+        magnitude: the fixed spectrum ``maco`` needs, from ``magnitude_spectrum(photos, size)``.
     Raises:
-        ValueError: ``kind`` is neither.
+        ValueError: ``kind`` is none of these, or ``maco`` lacks a ``magnitude`` of the right shape.
     """
     if kind == "fft":
         return FFTImage(size, generators, decay_power=decay_power, decorrelate=decorrelate)
     if kind == "pixel":
         return PixelImage(size, generators, decorrelate=decorrelate)
-    raise ValueError(f"unknown parameterization {kind!r}; use 'fft' or 'pixel'")
+    if kind == "maco":
+        if magnitude is None:
+            raise ValueError("the 'maco' parameterization needs a magnitude spectrum: pass "
+                             "magnitude=magnitude_spectrum(photos, size) to make_image")
+        return MacoImage(size, generators, magnitude, decorrelate=decorrelate)
+    raise ValueError(f"unknown parameterization {kind!r}; use 'fft', 'pixel' or 'maco'")
+
+
+# MACO (Fel et al. 2023, arXiv 2306.06805): optimize the phase, keep a photographic magnitude.
+
+MACO_GAIN = 1.25  # std of each decorrelated channel before the colour matrix and the sigmoid
+
+
+class MacoImage(nn.Module):
+    """Magnitude-constrained Fourier parameterization: only the phase is optimized (Fel et al. 2023).
+
+    The image is ``irfft2(magnitude * exp(i * phase))`` in decorrelated colour space; each item's
+    channels are standardized to mean 0 and std ``MACO_GAIN``, then mapped to RGB by the same colour
+    matrix and sigmoid as ``FFTImage``. Standardizing removes the magnitude's arbitrary scale and
+    fixes the contrast (the phase alone cannot change it); a gain of 1.25 gives a random-phase image
+    the contrast of the scikit-image photographs (pixel std 0.17 vs 0.16) with the sigmoid in its
+    near-linear range (no pixel beyond 0.02 or 0.98), so it neither saturates nor turns grey and
+    keeps the photographs' spectrum.
+
+    Args:
+        size: image side in pixels, or ``(height, width)``.
+        generators: one CPU generator per batch item (its initial phase, uniform in [-pi, pi)).
+        magnitude: ``[3, height, width // 2 + 1]``, from ``magnitude_spectrum(photos, size)``.
+        decorrelate: map from decorrelated to RGB colour space; must match how the magnitude was made.
+    Raises:
+        ValueError: ``magnitude`` does not have the shape of a ``size`` image's spectrum.
+    """
+
+    def __init__(self, size: Size, generators: Sequence[torch.Generator], magnitude: torch.Tensor,
+                 decorrelate: bool = True):
+        super().__init__()
+        self.height, self.width = _hw(size)
+        self.decorrelate = decorrelate
+        magnitude = torch.as_tensor(magnitude, dtype=torch.float32)
+        expected = (3, self.height, self.width // 2 + 1)
+        if tuple(magnitude.shape) != expected:
+            raise ValueError(f"magnitude has shape {list(magnitude.shape)}, but a {self.height} x {self.width} "
+                             f"image needs {list(expected)}; compute it with magnitude_spectrum(photos, "
+                             f"({self.height}, {self.width}))")
+        self.register_buffer("magnitude", magnitude.clone())
+        phase = torch.stack([torch.rand(expected, generator=g) * (2 * math.pi) - math.pi for g in generators])
+        self.phase = nn.Parameter(phase)
+
+    def forward(self) -> torch.Tensor:
+        image = torch.fft.irfft2(torch.polar(self.magnitude, self.phase), s=(self.height, self.width), norm="ortho")
+        image = image - image.mean(dim=(-2, -1), keepdim=True)
+        image = image * (MACO_GAIN / (image.std(dim=(-2, -1), keepdim=True) + 1e-8))
+        return _to_rgb(image, self.decorrelate)
+
+
+def magnitude_spectrum(images: Sequence[np.ndarray], size: Size, decorrelate: bool = True) -> torch.Tensor:
+    """The mean Fourier magnitude of ``images``, per channel, in the space ``MacoImage`` is built in.
+
+    Each photo is centre-cropped to the canvas aspect and resized (antialiased) to the canvas, its
+    RGB centred and mapped through the inverse of the colour matrix. The sigmoid is inverted only to
+    first order (logit(x) ~ 4 (x - 1/2)), as ``MacoImage`` standardizes away scale and works in the
+    sigmoid's near-linear range; the exact logit, infinite at 0 and 255, blows up saturated regions
+    and steepens the spectrum. The periodic component of each photo is taken first (Moisan 2011),
+    so its wrap-around edges do not add a cross of spurious power along the frequency axes.
+
+    Args:
+        images: uint8 RGB arrays ``[H, W, 3]`` of any sizes (e.g. ``references.load_rgb`` output).
+        size: canvas side, or ``(height, width)``.
+        decorrelate: as the ``MacoImage`` that will use the spectrum.
+    Returns:
+        float32 ``[3, height, width // 2 + 1]``, non-negative; the same images give the same bits.
+    Raises:
+        ValueError: no images, or one that is not uint8 ``[H, W, 3]``.
+    """
+    height, width = _hw(size)
+    total = torch.zeros(3, height, width // 2 + 1, dtype=torch.float64)
+    count = 0
+    for i, array in enumerate(images):
+        array = np.asarray(array)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"image {i} is {array.dtype} {list(array.shape)}; need uint8 [H, W, 3] RGB "
+                             f"(reportgen.analysis.references.load_rgb returns that)")
+        rgb = _crop_resize(torch.from_numpy(array.copy()).permute(2, 0, 1).double() / 255.0, height, width)
+        centred = 4.0 * (rgb - 0.5)
+        if decorrelate:
+            centred = torch.einsum("ij,jhw->ihw", torch.linalg.inv(_COLOR.double()), centred)
+        total += torch.fft.rfft2(_periodic(centred), norm="ortho").abs()
+        count += 1
+    if count == 0:
+        raise ValueError("magnitude_spectrum needs at least one image; e.g. the photos of "
+                         "reportgen.analysis.references.skimage_references(), loaded with load_rgb")
+    return (total / count).float()
+
+
+def _crop_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The largest centred crop of ``image`` [3, h, w] with the canvas aspect, resized to the canvas."""
+    h, w = image.shape[-2:]
+    if h * width > w * height:  # too tall for the canvas: crop rows
+        crop_h, crop_w = max(1, round(w * height / width)), w
+    else:
+        crop_h, crop_w = h, max(1, round(h * width / height))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    crop = image[None, :, top:top + crop_h, left:left + crop_w]
+    resized = F.interpolate(crop, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    return resized[0].clamp(0.0, 1.0)
+
+
+def _periodic(image: torch.Tensor) -> torch.Tensor:
+    """The periodic component of ``image`` [..., H, W] (Moisan's periodic + smooth decomposition):
+    the smooth image whose Laplacian equals the jumps across opposite borders is subtracted."""
+    height, width = image.shape[-2:]
+    jumps = torch.zeros_like(image)
+    jumps[..., 0, :] += image[..., -1, :] - image[..., 0, :]
+    jumps[..., -1, :] += image[..., 0, :] - image[..., -1, :]
+    jumps[..., :, 0] += image[..., :, -1] - image[..., :, 0]
+    jumps[..., :, -1] += image[..., :, 0] - image[..., :, -1]
+    q = torch.arange(height, dtype=image.dtype)[:, None]
+    r = torch.arange(width, dtype=image.dtype)[None, :]
+    laplacian = 2 * torch.cos(2 * math.pi * q / height) + 2 * torch.cos(2 * math.pi * r / width) - 4
+    laplacian[0, 0] = 1.0  # the mean of the smooth part is set to 0 below
+    smooth = torch.fft.fft2(jumps) / laplacian
+    smooth[..., 0, 0] = 0
+    return image - torch.fft.ifft2(smooth).real
