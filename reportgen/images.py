@@ -35,6 +35,27 @@ def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(image)
 
 
+STRETCH_BELOW = 192  # a render whose 0.5-99.5 percentile range is narrower than this gets stretched
+FLAT_STD = 6.0  # a render whose pixel standard deviation (0..255) is below this is flat
+
+
+def is_flat(rgb: np.ndarray) -> bool:
+    """True when a uint8 image has almost no contrast (a grey or single-colour field)."""
+    return float(rgb.astype(np.float64).std()) < FLAT_STD
+
+
+def stretch(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+    """For display: a low-contrast render stretched linearly so its 0.5-99.5 percentile range fills
+    0..255 (all channels together, so hues keep their balance). Returns ``(image, stretched)``;
+    full-range and flat images come back unchanged (stretching a flat field would only magnify
+    noise and hide that it is flat)."""
+    low, high = np.percentile(rgb, [0.5, 99.5])
+    if high - low >= STRETCH_BELOW or is_flat(rgb):
+        return rgb, False
+    scaled = (rgb.astype(np.float64) - low) * (255.0 / max(high - low, 1.0))
+    return scaled.round().clip(0, 255).astype(np.uint8), True
+
+
 def decode(data: bytes) -> np.ndarray:
     """Decode image bytes to uint8 RGB [H, W, 3]."""
     with Image.open(io.BytesIO(data)) as image:

@@ -24,18 +24,21 @@ import torch.nn.functional as F
 from ..config import RenderSettings
 from ..layers import FeatureTap
 from ..models import LoadedModel
-from .objectives import Channel, Neuron
+from .objectives import LOGITS, Channel, ClassLogit, Diversity, Neuron, Objective, evaluate
 from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
 from .transforms import normalize, random_affine
 
 CURVE_POINTS = 32  # the optimization curve is kept at this many evenly spaced steps
 REDIRECT_STEPS = 16  # ReLU gradients are redirected for these first steps (as Lucid does)
+DIVERSITY_K = 3  # variants per unit in a diversity render
+DIVERSITY_WEIGHT = 8.0  # weight of the diversity term against the channel mean (benchmarks/presets.py)
 
 
 @dataclass
 class RenderResult:
-    """One unit's render: an RGB uint8 image [H, W, 3], its final score and the score curve."""
+    """One render: an RGB uint8 image [H, W, 3], its final score, the score curve, what it
+    optimized (``objective``, described for this item alone) and any further measures (``extra``)."""
 
     layer: str
     channel: int
@@ -43,10 +46,29 @@ class RenderResult:
     image: np.ndarray
     activation: float
     curve: list[tuple[int, float]] = field(default_factory=list)
+    objective: str = ""
+    extra: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return bool(np.isfinite(self.activation))
+
+    @property
+    def flat(self) -> bool:
+        """Almost no contrast: a grey or single-colour field, flagged rather than shown as a feature."""
+        from ..images import is_flat
+
+        return is_flat(self.image)
+
+
+def side_by_side(results: Sequence[RenderResult]) -> RenderResult:
+    """Variants of one unit (a diversity render) as one result: the images side by side, the mean
+    activation and curve; each variant's activation is kept in ``extra["activations"]``."""
+    first = results[0]
+    curve = [(step, float(np.mean([r.curve[i][1] for r in results]))) for i, (step, _) in enumerate(first.curve)]
+    return RenderResult(first.layer, first.channel, first.seed, np.concatenate([r.image for r in results], axis=1),
+                        float(np.mean([r.activation for r in results])), curve, first.objective,
+                        {"activations": [r.activation for r in results]})
 
 
 def unit_seed(seed: int, layer: str, channel: int, kind: str = "channel") -> int:
@@ -68,6 +90,7 @@ def render_channels(
     settings: RenderSettings,
     seed: int = 0,
     on_step: Callable[[int], None] | None = None,
+    magnitude: torch.Tensor | None = None,
 ) -> list[RenderResult]:
     """Maximize the mean activation of each of ``channels`` of ``layer``, all in one batch.
 
@@ -78,15 +101,18 @@ def render_channels(
         settings: canvas size, steps, learning rate, parameterization and transforms.
         seed: the build seed; each unit's own seed is ``unit_seed(seed, layer, channel)``.
         on_step: called with the step number after every optimizer step (for progress).
+        magnitude: the fixed spectrum of a ``maco`` parameterization (``param.magnitude_spectrum``).
     Returns:
         One ``RenderResult`` per channel, in order.
     Raises:
-        ValueError: ``settings.param`` is unknown.
+        ValueError: ``settings.param`` is unknown, or ``maco`` without ``magnitude``.
     """
     seeds = [unit_seed(seed, layer, c) for c in channels]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate)
-    return _optimize(model, layer, image, Channel(layer, tuple(channels)), seeds, gens, settings, on_step)
+    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
+                       magnitude=magnitude)
+    return optimize(model, image, Channel(layer, tuple(channels)), channels, seeds, gens, settings, on_step,
+                     label=layer, describe=lambda i: Channel(layer, (channels[i],)).describe())
 
 
 def render_neurons(
@@ -125,6 +151,8 @@ def render_neurons(
     """
     seeds = [unit_seed(seed, layer, c, kind="neuron") for c in channels]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
+    if settings.param == "maco":  # a photo spectrum does not fit a small box: the box is Fourier
+        settings = dataclasses.replace(settings, param="fft")
     if box is None:
         image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate)
     else:
@@ -136,66 +164,143 @@ def render_neurons(
         inner = make_image(settings.param, (bottom - top + 1, right - left + 1), gens, settings.decay_power,
                            settings.decorrelate)
         image = BoxedImage(inner, settings.size, (top, left, bottom, right))
-    return _optimize(model, layer, image, Neuron(layer, tuple(channels)), seeds, gens, settings, on_step)
+    # A neuron is measured on the canvas as it was optimized, padded with grey: its centre position
+    # (and receptive-field box) is that of the padded map. A channel's mean is measured unpadded.
+    return optimize(model, image, Neuron(layer, tuple(channels)), channels, seeds, gens, settings, on_step,
+                     measure_pad=settings.pad, label=layer, describe=lambda i: Neuron(layer, (channels[i],)).describe())
 
 
-def _optimize(
+def render_negatives(
     model: LoadedModel,
     layer: str,
+    channels: Sequence[int],
+    settings: RenderSettings,
+    seed: int = 0,
+    on_step: Callable[[int], None] | None = None,
+    magnitude: torch.Tensor | None = None,
+) -> list[RenderResult]:
+    """Minimize the mean of each of ``channels`` of ``layer``: what each unit hates. As
+    ``render_channels`` otherwise; the reported activation is the (low) channel mean reached."""
+    seeds = [unit_seed(seed, layer, c, kind="negative") for c in channels]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
+                       magnitude=magnitude)
+    target = Channel(layer, tuple(channels))
+    return optimize(model, image, -target, channels, seeds, gens, settings, on_step, measure=target, label=layer,
+                    describe=lambda i: (-Channel(layer, (channels[i],))).describe())
+
+
+def render_diversity(
+    model: LoadedModel,
+    layer: str,
+    channels: Sequence[int],
+    settings: RenderSettings,
+    seed: int = 0,
+    k: int = DIVERSITY_K,
+    weight: float = DIVERSITY_WEIGHT,
+    on_step: Callable[[int], None] | None = None,
+    magnitude: torch.Tensor | None = None,
+) -> list[list[RenderResult]]:
+    """``k`` variants of each of ``channels``, optimized together and pushed apart (Gram-matrix
+    diversity at ``layer``), so a unit that answers to several patterns shows them.
+
+    Returns:
+        One list of ``k`` results per channel, in order; each result's activation is its channel mean.
+    """
+    items = [c for c in channels for _ in range(k)]
+    seeds = [unit_seed(seed, layer, c, kind=f"diversity{j}") for c in channels for j in range(k)]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
+                       magnitude=magnitude)
+    target = Channel(layer, tuple(items))
+    groups = tuple(i for i in range(len(channels)) for _ in range(k))
+    objective = target + weight * Diversity(layer, groups)
+    flat = optimize(model, image, objective, items, seeds, gens, settings, on_step, measure=target, label=layer,
+                    describe=lambda i: f"{Channel(layer, (items[i],)).describe()} + {weight:g} * diversity of "
+                                       f"{k} variants at {layer}")
+    return [flat[i * k:(i + 1) * k] for i in range(len(channels))]
+
+
+def render_classes(
+    model: LoadedModel,
+    classes: Sequence[int],
+    settings: RenderSettings,
+    seed: int = 0,
+    names: Sequence[str] = (),
+    magnitude: torch.Tensor | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> list[RenderResult]:
+    """Maximize the logit of each of ``classes`` (a class visualization); results are labelled
+    with layer ``logits`` and the class id as channel. ``magnitude`` is the fixed spectrum a
+    ``maco`` parameterization needs."""
+    seeds = [unit_seed(seed, LOGITS, c) for c in classes]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
+                       magnitude=magnitude)
+    names = tuple(names) or ("",) * len(classes)
+    return optimize(model, image, ClassLogit(tuple(classes), names), classes, seeds, gens, settings, on_step,
+                    label=LOGITS, describe=lambda i: ClassLogit((classes[i],), (names[i],)).describe())
+
+
+def optimize(
+    model: LoadedModel,
     image: torch.nn.Module,
-    objective: Channel | Neuron,
+    objective: Objective,
+    units: Sequence[int],
     seeds: Sequence[int],
     gens: Sequence[torch.Generator],
     settings: RenderSettings,
     on_step: Callable[[int], None] | None,
+    measure: Objective | None = None,
+    measure_pad: int = 0,
+    label: str = "",
+    describe: Callable[[int], str] | None = None,
 ) -> list[RenderResult]:
     """The render loop shared by every kind of render: maximize ``objective`` (one score per batch
-    item, item i being unit ``objective.channels[i]``) over ``image``'s parameters, with random
-    transforms drawn from ``gens``, and measure the final image without transforms."""
-    channels = objective.channels
+    item, item i being ``units[i]``) over ``image``'s parameters, with random transforms drawn from
+    ``gens``; then score the final image without transforms by ``measure`` (default: the
+    objective), on the canvas padded with ``measure_pad`` grey pixels. ``describe(i)`` says what
+    item i optimized (default: the whole objective's description)."""
     image = image.to(model.device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
     mean, std = model.preprocess.mean, model.preprocess.std
     keep = set(np.linspace(0, settings.steps - 1, min(CURVE_POINTS, settings.steps)).round().astype(int).tolist())
-    curves: list[list[tuple[int, float]]] = [[] for _ in channels]
+    curves: list[list[tuple[int, float]]] = [[] for _ in units]
 
-    # Where the layer ends in its own activation function (timm's fused norm-act layers), its
-    # pre-activation value is what is optimized and measured (the reference statistics too): a
-    # ReLU6 output saturates at 6 and passes no gradient where the unit is off.
+    # Where a layer ends in its own activation function (timm's fused norm-act layers), its
+    # pre-activation value is what ``evaluate`` optimizes and measures (the reference statistics
+    # too): a ReLU6 output saturates at 6 and passes no gradient where the unit is off.
     autocast, scaler = mixed_precision(model.device)
-    with FeatureTap(model.module, [layer], stop=True, pre_activation=True) as tap:
-        for step in range(settings.steps):
-            batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
-            with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
-                with autocast():
-                    scores = objective.score(tap.run(normalize(batch, mean, std))).float()
-                optimizer.zero_grad(set_to_none=True)
-                loss = -scores.sum()  # the one place the sign flips: objectives are maximized
-                (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if step in keep:
-                for curve, value in zip(curves, scores.detach().cpu().tolist()):
-                    curve.append((step, value))
-            if on_step:
-                on_step(step)
-    # A neuron is measured on the canvas as it was optimized, padded with grey: its centre position
-    # (and receptive-field box) is that of the padded map. A channel's mean is measured unpadded.
-    pad = settings.pad if isinstance(objective, Neuron) else 0
-    with torch.no_grad(), FeatureTap(model.module, [layer], stop=True, pre_activation=True) as tap:
+    for step in range(settings.steps):
+        batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
+        with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
+            with autocast():
+                scores = evaluate(model.module, objective, batch, mean, std).float()
+            optimizer.zero_grad(set_to_none=True)
+            loss = -scores.sum()  # the one place the sign flips: objectives are maximized
+            (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if step in keep:
+            for curve, value in zip(curves, scores.detach().cpu().tolist()):
+                curve.append((step, value))
+        if on_step:
+            on_step(step)
+    with torch.no_grad():
         final = image()
-        measured = F.pad(final, (pad,) * 4, mode="constant", value=GREY) if pad else final
-        activation = objective.score(tap.run(normalize(measured, mean, std))).cpu().tolist()
+        measured = F.pad(final, (measure_pad,) * 4, mode="constant", value=GREY) if measure_pad else final
+        activation = evaluate(model.module, measure or objective, measured, mean, std).cpu().tolist()
 
     finite = torch.isfinite(final).flatten(1).all(dim=1).tolist()
     activation = [a if ok else float("nan") for a, ok in zip(activation, finite)]
     pixels = (final.nan_to_num(GREY).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    describe = describe or (lambda _i: objective.describe())
     return [
-        RenderResult(layer, c, s, pixels[i], float(activation[i]), curves[i])
-        for i, (c, s) in enumerate(zip(channels, seeds))
+        RenderResult(label, u, s, pixels[i], float(activation[i]), curves[i], describe(i))
+        for i, (u, s) in enumerate(zip(units, seeds))
     ]
 
 

@@ -1,0 +1,68 @@
+"""Two ways to look at a layer through a real photograph, both run by the render loop.
+
+- **DeepDream** (Mordvintsev et al. 2015): start from the photo and amplify whatever the layer
+  already sees in it (maximize the L2 norm of the whole layer's activation).
+- **Feature inversion** (Mahendran & Vedaldi 2015): start from noise and find an image whose
+  activations at the layer match the photo's: what the layer keeps of the image, and what it
+  throws away. The Fourier parameterization and the small jitter are the image prior.
+
+Both take photos already at the canvas size (uint8 [size, size, 3]) and return one
+``RenderResult`` per photo, labelled with the photo's index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..config import RenderSettings
+from ..models import LoadedModel
+from .objectives import FeatureMatch, LayerL2, activations
+from .param import PixelImage, make_image
+from .render import RenderResult, optimize, unit_seed
+from .trust import to_tensor
+
+DREAM_STEPS = 48  # DeepDream keeps the photo recognizable: a short climb, not a full render
+DREAM_LR = 0.03
+INVERT_JITTER = 2  # inversion compares maps position by position: transforms stay small
+
+
+def deep_dream(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], settings: RenderSettings, seed: int = 0,
+               indices: Sequence[int] | None = None, on_step: Callable[[int], None] | None = None) -> list[RenderResult]:
+    """Each photo, changed to excite ``layer`` more (its pixels, in logit space, start at the photo).
+
+    The reported activation is the layer's L2 norm on the result; ``RenderResult.curve`` starts at
+    the photo's own value, so the climb is visible.
+    """
+    indices = list(range(len(photos))) if indices is None else list(indices)
+    seeds = [unit_seed(seed, layer, i, kind="dream") for i in indices]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    image = PixelImage(photos[0].shape[:2], gens, decorrelate=False)
+    with torch.no_grad():  # sigmoid(logit(photo)) is the photo: the dream starts exactly there
+        image.pixels.copy_(torch.logit(to_tensor(photos), eps=1e-3))
+    dream = dataclasses.replace(settings, steps=min(settings.steps, DREAM_STEPS), lr=DREAM_LR, pad=0)
+    return optimize(model, image, LayerL2(layer), indices, seeds, gens, dream, on_step, label=layer)
+
+
+def invert(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], settings: RenderSettings, seed: int = 0,
+           indices: Sequence[int] | None = None, on_step: Callable[[int], None] | None = None) -> list[RenderResult]:
+    """For each photo, an image reconstructed from noise so that ``layer``'s activations match the
+    photo's. The reported activation is minus the relative squared error of the match (0: exact).
+    """
+    indices = list(range(len(photos))) if indices is None else list(indices)
+    with torch.no_grad():  # read as every objective reads a layer
+        target = activations(model.module, [layer], to_tensor(photos, model.device), model.preprocess.mean,
+                             model.preprocess.std)[layer]
+    seeds = [unit_seed(seed, layer, i, kind="inversion") for i in indices]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    size = photos[0].shape[:2]
+    image = make_image(settings.param if settings.param != "maco" else "fft", size, gens, settings.decay_power,
+                       settings.decorrelate)
+    # The maps are compared position by position: no padding, rotation or scaling, a little jitter.
+    steady = dataclasses.replace(settings, pad=0, jitter=min(settings.jitter, INVERT_JITTER), scales=(1.0, 1.0),
+                                 max_angle=0.0)
+    objective = FeatureMatch(layer, target, label="the photo")
+    return optimize(model, image, objective, indices, seeds, gens, steady, on_step, label=layer)
