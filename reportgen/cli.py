@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import PRESETS, resolve_build_config
+from .config import PARAMS, PRESETS, resolve_build_config
 from .errors import ReportgenError
 
 PAGES_WARN_BYTES = 900e6  # GitHub Pages refuses sites over 1 GB
@@ -49,6 +49,8 @@ def _render_flags(func):
         click.option("--steps", type=int, default=None, help="Optimization steps (overrides the preset)."),
         click.option("--device", default=None, help="auto, cpu, cuda or cuda:N."),
         click.option("--seed", type=int, default=None, help="Random seed (same seed, same images)."),
+        click.option("--param", type=click.Choice(list(PARAMS)), default=None,
+                     help="Image parameterization: fft (default), pixel, or maco (fixed photo spectrum, phase only)."),
     ]):
         func = option(func)
     return func
@@ -68,6 +70,13 @@ def main():
 @click.option("--neurons", default=None,
               help="Also render the centre neuron of the first N shown units of each layer (0: none; all). "
                    "Default: 4 (quick), 8 (standard), all (full).")
+@click.option("--variants", default=None,
+              help="Also render a second seed, the negative and diversity variants of the first N shown units "
+                   "(0: none; all). Default: 2 (quick), 8 (standard), all (full).")
+@click.option("--classes", type=int, default=None,
+              help="Class visualizations on the model page (0: none). Default: 8 (quick), 24 (standard), 48 (full).")
+@click.option("--dreams", type=int, default=None,
+              help="Reference images each layer dreams on and inverts (0: none). Default: 2 (quick), 4, 8.")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="Folder of reference images (default: scikit-image photographs).")
 @click.option("--batch", type=int, default=None, help="Units optimized together (default: from free memory).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default report/).")
@@ -75,14 +84,16 @@ def main():
 @click.option("--no-site", is_flag=True, help="Write pages but skip the mkdocs build.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_handle_errors
-def build(models, weights, preset, size, steps, device, seed, layers, units, neurons, images, batch, out, config_file, no_site, quiet):
+def build(models, weights, preset, size, steps, device, seed, param, layers, units, neurons, variants, classes, dreams,
+          images, batch, out, config_file, no_site, quiet):
     """Render the selected units of each model and build the report site."""
     from .pipeline import build as run_build
     from .progress import TerminalProgress
 
     config = resolve_build_config(
         {"model": list(models), "weights": weights, "preset": preset, "size": size, "steps": steps, "device": device,
-         "seed": seed, "layers": layers, "units": units, "neurons": neurons, "images": images, "batch": batch, "out": out,
+         "seed": seed, "param": param, "layers": layers, "units": units, "neurons": neurons, "variants": variants,
+         "classes": classes, "dreams": dreams, "images": images, "batch": batch, "out": out,
          "site": False if no_site else None},
         config_file,
     )
@@ -94,6 +105,9 @@ def build(models, weights, preset, size, steps, device, seed, layers, units, neu
     if report.skipped:
         click.echo(f"warning: {len(report.skipped)} reference image(s) skipped as unreadable, e.g. "
                    f"{report.skipped[0]} (all are listed on the model page)", err=True)
+    if report.flat:
+        click.echo(f"warning: {len(report.flat)} flat render(s) (almost no contrast), e.g. {report.flat[0]}; "
+                   "their pages say so", err=True)
     for failure in report.failed[:10]:
         click.echo(f"failed: {failure}", err=True)
     sys.exit(report.exit_code)
@@ -142,12 +156,12 @@ def layers(model, weights, as_json, rf):
 @_render_flags
 @click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("render.png"), show_default=True)
 @_handle_errors
-def render(model, layer, unit, neuron, weights, preset, size, steps, device, seed, out_file):
+def render(model, layer, unit, neuron, weights, preset, size, steps, device, seed, param, out_file):
     """Render one unit to a PNG file."""
     from .pipeline import render_unit
 
     config = resolve_build_config({"model": [model], "weights": weights, "preset": preset, "size": size,
-                                   "steps": steps, "device": device, "seed": seed, "units": "1"})
+                                   "steps": steps, "device": device, "seed": seed, "param": param, "units": "1"})
     path = render_unit(config, layer, unit, neuron, out_file)
     click.echo(f"wrote {path}")
 

@@ -58,16 +58,20 @@ class Preset:
     steps: int
     units: str
     neurons: str  # how many of each layer's shown units also get a centre-neuron render ("all" or N)
+    variants: str  # ... and a second-seed, a negative and a diversity render ("all" or N)
+    classes: int  # class visualizations on the model page
+    dreams: int  # reference images each layer dreams on and inverts
 
 
 PRESETS: dict[str, Preset] = {
     # quick: the default model's default build finishes in minutes on a 2-core CPU.
-    "quick": Preset("quick", size=128, steps=128, units="8", neurons="4"),
+    "quick": Preset("quick", size=128, steps=128, units="8", neurons="4", variants="2", classes=8, dreams=2),
     # standard: what a GPU user publishes.
-    "standard": Preset("standard", size=224, steps=512, units="16", neurons="8"),
+    "standard": Preset("standard", size=224, steps=512, units="16", neurons="8", variants="8", classes=24, dreams=4),
     # full: every unit of every selected layer.
-    "full": Preset("full", size=224, steps=512, units="all", neurons="all"),
+    "full": Preset("full", size=224, steps=512, units="all", neurons="all", variants="all", classes=48, dreams=8),
 }
+PARAMS = ("fft", "pixel", "maco")
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,9 @@ class BuildConfig:
     layers: str | None = None
     units: UnitSpec = field(default_factory=lambda: UnitSpec(first=8))
     neurons: int | None = 4  # centre-neuron renders for the first N shown units of each layer; None: all
+    variants: int | None = 2  # second-seed, negative and diversity renders for the first N; None: all
+    classes: int = 8  # class visualizations on each model page
+    dreams: int = 2  # reference images each layer dreams on and inverts
     images: Path | None = None
     preset: str = "quick"
     render: RenderSettings = field(default_factory=RenderSettings)
@@ -133,6 +140,9 @@ class BuildConfig:
             "layers": self.layers or "default",
             "units": self.units.describe(),
             "neurons": "all" if self.neurons is None else self.neurons,
+            "variants": "all" if self.variants is None else self.variants,
+            "classes": self.classes,
+            "dreams": self.dreams,
             "images": str(self.images) if self.images else "scikit-image",
             "preset": self.preset,
             "render": self.render.to_dict(),
@@ -143,7 +153,8 @@ class BuildConfig:
 
 
 CONFIG_KEYS = {
-    "model", "weights", "layers", "units", "neurons", "images", "preset", "size", "steps",
+    "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "images", "preset", "size",
+    "steps", "param",
     "device", "batch", "seed", "out", "site",
 }
 
@@ -204,9 +215,12 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     for flag, value in (("--layers", layers), ("--units", units)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
             raise UsageError(f"{flag} {value!r}: give a string such as '0,3,-1' (see reportgen build --help)")
-    neurons = str(merged.get("neurons", preset.neurons)).strip()
-    if neurons != "all" and not (neurons.isascii() and neurons.isdigit()):
-        raise UsageError(f"--neurons {neurons!r} must be a whole number (0 for none) or 'all'")
+    neurons, variants = (_count_or_all(merged.get(key, getattr(preset, key)), key) for key in ("neurons", "variants"))
+    classes, dreams = (_positive_int(merged.get(key, getattr(preset, key)), f"--{key}", minimum=0)
+                       for key in ("classes", "dreams"))
+    param = _text(merged, "param", "fft")
+    if param not in PARAMS:
+        raise UsageError(f"--param {param!r} is unknown; choose one of: {', '.join(PARAMS)}")
     images = _text(merged, "images", None)
     site = merged.get("site", True)
     if not isinstance(site, bool):
@@ -216,16 +230,29 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
         weights=_text(merged, "weights", "auto"),
         layers=None if layers is None else str(layers),
         units=parse_units(units),
-        neurons=None if neurons == "all" else int(neurons),
+        neurons=neurons,
+        variants=variants,
+        classes=classes,
+        dreams=dreams,
         images=Path(images) if images else None,
         preset=preset_name,
-        render=RenderSettings(size=size, steps=steps),
+        render=RenderSettings(size=size, steps=steps, param=param),
         device=device,
         batch=batch,
         seed=seed,
         out=Path(_text(merged, "out", "report")),
         site=site,
     )
+
+
+def _count_or_all(value: Any, key: str) -> int | None:
+    """A per-layer count: a whole number (0 for none), or ``all`` (``None``)."""
+    text = str(value).strip()
+    if text == "all":
+        return None
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
+        raise UsageError(f"--{key} {text!r} must be a whole number (0 for none) or 'all'")
+    return int(text)
 
 
 def _text(merged: dict[str, Any], key: str, default: str | None) -> str | None:

@@ -19,12 +19,13 @@ import jinja2
 
 import numpy as np
 
-from .images import decode, draw_box, heat_colors, shrink, spotlight, webp_bytes, zoom
+from .images import decode, draw_box, heat_colors, shrink, spotlight, stretch, webp_bytes, zoom
 from .store import Store, atomic_write
 
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
 REF_THUMB_SIDE = 224
 MAP_THUMB_SIDE = 160  # activation-map overlays (a thousand per default build: small encodes fast)
+VARIANTS = ("second_seed", "negative", "diversity")  # a unit's further renders, as named in the manifest
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
@@ -137,14 +138,20 @@ def _curve_svg(curve: list, width: int = 320, height: int = 120) -> str:
 
 def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input_side: int):
     """Yield ``(path relative to the layer folder, RGB array)`` for every picture of a layer's pages:
-    unit renders, centre-neuron renders (with the receptive field drawn, and zoomed into it),
-    activation-map overlays on ``photos`` (reference thumbnails by image index) and the effective
-    receptive field. Everything comes from the store."""
+    unit renders and their variants (second seed, negative, diversity; low-contrast ones stretched
+    for display, the masters stay raw), centre-neuron renders (with the receptive field drawn, and
+    zoomed into it), DeepDreams and inversions, activation-map overlays on ``photos`` (reference
+    thumbnails by image index) and the effective receptive field. Everything comes from the store."""
     for unit in layer["units"]:
         c = unit["channel"]
         stored = store.get_render(unit["key"]) if unit["key"] else None
         if stored is not None:
-            yield f"img/{c}.webp", stored.image()
+            yield f"img/{c}.webp", stretch(stored.image())[0]
+        for kind in VARIANTS:
+            variant = unit.get(kind) or {}
+            stored = store.get_render(variant["key"]) if variant.get("key") else None
+            if stored is not None:
+                yield f"img/{c}-{kind}.webp", stretch(stored.image())[0]
         neuron = unit.get("neuron") or {}
         stored = store.get_render(neuron["key"]) if neuron.get("key") else None
         if stored is not None:
@@ -154,6 +161,11 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
             else:
                 yield f"img/{c}-neuron.webp", draw_box(image, box)
                 yield f"img/{c}-neuron-zoom.webp", zoom(image, box)
+    for dream in layer.get("dreams", []):
+        for kind in ("dream", "inversion"):
+            stored = store.get_render(dream[kind]["key"]) if dream[kind] else None
+            if stored is not None:
+                yield f"dreams/{dream['image']}-{kind}.webp", stored.image()
     maps = store.get_arrays(layer["maps"]["key"]) or {}
     if f"maps|{layer['module']}" in maps:
         pairs = [tuple(int(v) for v in pair) for pair in maps[f"pairs|{layer['module']}"]]
@@ -222,6 +234,11 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
     for model in manifest["models"]:
         m = model["slug"]
         page(f"{m}/index.md", render_model(model))
+        for entry in model.get("classes", []):
+            stored = store.get_render(entry["key"]) if entry["key"] else None
+            if stored is not None:
+                write_staged(staging / m / "classes" / f"{entry['class']}.webp",
+                             webp_bytes(stretch(stored.image())[0], UNIT_IMAGE_SIDE))
         photos = {}
         for ref in model["references"]["images"]:
             photo = decode(store.image_path(ref["image"]).read_bytes())

@@ -24,11 +24,11 @@ from .errors import OutputDirError, StoreError, UsageError
 from .manifest import check_out, merge_model, prepare_out, read_manifest, write_manifest
 from .pages import slug, unit_image
 from .progress import Progress
+from .renders import layer_renders
 from .store import Store, atomic_write, exclusive
 
 REF_THUMBS_ON_MODEL_PAGE = 16  # reference images on the model page, and rows of each layer's map table
 LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
-RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 
 
 @dataclass
@@ -40,6 +40,7 @@ class BuildReport:
     cached: int = 0
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unreadable reference images ("name: reason")
+    flat: list[str] = field(default_factory=list)  # renders with almost no contrast (flagged on their pages)
     pages: int = 0
     site: Any = None
     seconds: float = 0.0
@@ -179,24 +180,39 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     fields = stage.receptive_fields(loaded, layers, store)
     erf_key, erfs = stage.effective_fields(loaded, modules, refs, arrays["used"], store)
     neurons = {m: units[m][:config.neurons] for m in modules}
+    variants = {m: units[m][:config.variants] for m in modules}
     boxes = stage.neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad, store)
+    magnitude = stage.maco_magnitude(refs, arrays["used"], config.render.size, store) \
+        if config.render.param == "maco" else None
+    photos = stage.canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
+    labels = stage.imagenet_labels(loaded.module)
+    classes = class_ids(getattr(loaded.module, "num_classes", 0) or 0, config.classes)
     timings["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    total = sum(len(units[m]) + len(neurons[m]) for m in modules)
+    total = len(classes) + sum(len(units[m]) + len(neurons[m]) + 3 * len(variants[m]) + 2 * len(photos)
+                               for m in modules)
     rendered_before = report.rendered
     progress.begin(total, name)
     layer_entries = []
     for layer in layers:
         m = layer.module
         progress.stage(f"{name} {m}")
-        found = _render_layer(loaded, m, units[m], config, store, progress, report)
-        found_neurons = _render_layer(loaded, m, neurons[m], config, store, progress, report, box=boxes.get(m))
-        entry = _layer_entry(name, layer, found, stats[m], report, config.seed)
-        _add_neurons(name, entry, found_neurons, boxes.get(m), stats[m], report)
+
+        def renders(kind, channels, **kw):
+            return layer_renders(loaded, m, channels, kind, config, store, progress, report, magnitude=magnitude, **kw)
+
+        channels = renders("channel", units[m])
+        entry = _layer_entry(name, layer, channels, stats[m], report, config.seed)
+        _add_neurons(name, entry, renders("neuron", neurons[m], box=boxes.get(m)), boxes.get(m), stats[m], report)
+        _add_variants(loaded, entry, channels,
+                      {kind: renders(kind, variants[m]) for kind in ("second-seed", "negative", "diversity")}, report)
+        entry["dreams"] = _dreams(loaded, m, photos, config, store, progress, report)
         entry.update(rf=fields[m].to_dict(), erf={**erfs[m], "key": erf_key},
                      maps={"key": maps_key, "images": grid_images, "units": grid_units[m]})
         layer_entries.append(entry)
+    progress.stage(f"{name}: class visualizations")
+    class_entries = _classes(loaded, classes, labels, config, store, progress, report, magnitude)
     progress.end()
     timings["render"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
@@ -221,8 +237,11 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         "cached": total - rendered,
         "unit_count": sum(len(u) for u in units.values()),
         "neuron_count": sum(len(n) for n in neurons.values()),
+        "variant_count": sum(len(v) for v in variants.values()),
         "render_seconds": round(sum(u["seconds"] for e in layer_entries for u in e["units"]), 1),
         "median_ratio": statistics.median(ratios) if ratios else None,
+        "median_perturbed_ratio": _median(u["perturbed_ratio"] for e in layer_entries for u in e["units"]),
+        "classes": class_entries,
         "references": {
             "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
             "used": len(arrays["used"]),
@@ -230,74 +249,6 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         },
         "layers": layer_entries,
     }
-
-
-def _render_layer(loaded, layer: str, channels: list[int], config: BuildConfig, store: Store, progress: Progress,
-                  report: BuildReport, box: tuple[int, int, int, int] | None = None) -> dict:
-    """Stored renders of ``channels`` of ``layer``: cache hits, then the misses rendered in batches.
-
-    Without ``box`` each unit's whole channel is rendered; with it, its centre neuron, optimizing
-    only the pixels inside ``box`` (the neuron's receptive field on the canvas).
-
-    Batches are fixed chunks of the layer's units, and a chunk with any unit missing is rendered
-    whole: a resumed build batches every unit as an uninterrupted one would, so its images are the
-    same to the bit (batched convolutions may differ in the last bits from unbatched ones).
-    """
-    from .optvis.objectives import unit_objective
-    from .optvis.render import choose_batch, render_channels, render_neurons
-
-    if not channels:
-        return {}
-    kind = "channel" if box is None else "neuron"
-    settings = config.render
-
-    def render(chunk, settings, on_step=None):
-        if box is None:
-            return render_channels(loaded, layer, chunk, settings, config.seed, on_step=on_step)
-        return render_neurons(loaded, layer, chunk, settings, config.seed, box=box, on_step=on_step)
-
-    keys = {c: Store.render_key(loaded.name, loaded.weights.digest, layer, c, settings.to_dict(), config.seed,
-                                vars(loaded.preprocess), unit=_unit_spec(kind, c, box)) for c in channels}
-    found = {c: store.get_render(keys[c]) for c in channels}
-    missing = {c for c in channels if found[c] is None}
-    report.cached += len(channels) - len(missing)
-    progress.advance(len(channels) - len(missing))
-    if not missing:
-        return found
-    batch = choose_batch(loaded, layer, settings, len(channels), config.batch)
-    for start in range(0, len(channels), batch):
-        chunk = channels[start:start + batch]
-        todo = [c for c in chunk if c in missing]
-        if not todo:
-            continue
-        share = len(todo) / settings.steps
-        started = time.perf_counter()
-        results = render(chunk, settings, on_step=lambda _s: progress.advance(share))
-        failed = [r.channel for r in results if not r.ok and r.channel in missing]
-        if failed:  # a NaN or inf: retry those units once with a gentler learning rate
-            gentler = dataclasses.replace(settings, lr=settings.lr * RETRY_LR_FACTOR)
-            retried = {r.channel: r for r in render(failed, gentler)}
-            results = [retried.get(r.channel, r) for r in results]
-        seconds = (time.perf_counter() - started) / len(chunk)
-        for result in results:
-            if result.channel not in missing:
-                continue  # rendered again only to keep its batch whole; the stored one is identical
-            report.rendered += 1
-            if not result.ok:
-                continue  # not stored: the next build tries again; the page says it failed
-            found[result.channel] = store.put_render(keys[result.channel], result.image, {
-                "model": loaded.name, "layer": layer, "channel": result.channel, "seed": result.seed,
-                "activation": result.activation, "curve": result.curve,
-                "objective": unit_objective(kind, layer, (result.channel,)).describe(),
-                "lr": settings.lr * (RETRY_LR_FACTOR if result.channel in failed else 1.0),
-                "seconds": round(seconds, 3), "device": str(loaded.device),
-            })
-    return found
-
-
-def _unit_spec(kind: str, channel: int, box) -> dict:
-    """What a render optimizes, as it enters the cache key (a channel's key is unchanged since v2)."""
-    return {"kind": kind, "index": channel} if box is None else {"kind": kind, "index": channel, "box": list(box)}
 
 
 def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int) -> dict:
@@ -322,6 +273,10 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
         if failed:
             report.failed.append(f"{model_name} {layer.module} unit {c}")
         partner = int(stats.partner[c])
+        usable = not failed and ref_max is not None and ref_max > 0
+        perturbed = {kind: value / ref_max for kind, value in meta.get("perturbed", {}).items()} if usable else {}
+        if meta.get("flat"):
+            report.flat.append(f"{model_name} {layer.module} unit {c}")
         entry["units"].append({
             "channel": c,
             "key": None if failed else stored.key,
@@ -337,16 +292,23 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
             "top": [{"image": int(i), "value": float(v)} for i, v in zip(stats.top_index[c], stats.top_value[c])
                     if i >= 0 and math.isfinite(v)],
             "ref_best_image": None if ref_max is None else int(stats.argmax[c]),
-            "activation_ratio": activation / ref_max if not failed and ref_max is not None and ref_max > 0 else None,
+            "activation_ratio": activation / ref_max if usable else None,
+            "perturbed": perturbed,
+            "perturbed_ratio": statistics.fmean(perturbed.values()) if perturbed else None,
+            "flat": bool(meta.get("flat", False)),
             "seed": meta.get("seed", unit_seed(config_seed, layer.module, c)),
             "objective": meta.get("objective", unit_objective("channel", layer.module, (c,)).describe()),
             "curve": meta.get("curve", []),
             "seconds": meta.get("seconds", 0.0),
             "failed": failed,
             "neuron": None,
+            "second_seed": None,
+            "negative": None,
+            "diversity": None,
         })
     ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]
     entry["median_ratio"] = statistics.median(ratios) if ratios else None
+    entry["median_perturbed_ratio"] = _median(u["perturbed_ratio"] for u in entry["units"])
     return entry
 
 
@@ -369,6 +331,126 @@ def _add_neurons(model_name: str, entry: dict, found: dict, box, stats, report: 
             "ratio": activation / peak if peak is not None and peak > 0 else None,
             "objective": stored.meta["objective"], "seed": stored.meta["seed"],
         }
+
+
+def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], report: BuildReport) -> None:
+    """Attach each unit's second-seed, negative and diversity renders, and the layer's seed agreement:
+    per unit, how alike its two seeds' renders drive the rest of the layer, against the same measure
+    between different units' renders (``seed_baseline``)."""
+    from .optvis.trust import cross_agreement, seed_agreement
+
+    by_channel = {u["channel"]: u for u in entry["units"]}
+    for kind, renders in found.items():
+        for c, stored in renders.items():
+            unit = by_channel[c]
+            if stored is None:
+                report.failed.append(f"{loaded.name} {entry['module']} unit {c} ({kind})")
+                continue
+            if stored.meta.get("flat"):
+                report.flat.append(f"{loaded.name} {entry['module']} unit {c} ({kind})")
+            ref_max = unit["ref_max"]
+            scale = ref_max if ref_max is not None and ref_max > 0 else None
+            unit[kind.replace("-", "_")] = {
+                "key": stored.key, "activation": stored.meta["activation"], "flat": bool(stored.meta.get("flat")),
+                "ratio": stored.meta["activation"] / scale if scale else None,
+                "objective": stored.meta["objective"], "seed": stored.meta["seed"],
+            }
+            if kind == "diversity":  # each variant's own ratio
+                unit["diversity"]["ratios"] = [a / scale for a in stored.meta["activations"]] if scale else None
+    pairs = [(c, channels[c].image(), s.image()) for c, s in found.get("second-seed", {}).items()
+             if s is not None and channels.get(c) is not None]
+    entry["seed_baseline"] = None
+    if pairs:
+        values = seed_agreement(loaded, entry["module"], [c for c, _, _ in pairs], [a for _, a, _ in pairs],
+                                [b for _, _, b in pairs])
+        for (c, _, _), value in zip(pairs, values):
+            by_channel[c]["second_seed"]["agreement"] = value
+        shown = [c for c, stored in channels.items() if stored is not None]
+        entry["seed_baseline"] = cross_agreement(loaded, entry["module"], shown, [channels[c].image() for c in shown])
+
+
+def _dreams(loaded, layer: str, photos: dict, config: BuildConfig, store: Store, progress, report: BuildReport) -> list:
+    """DeepDream and feature inversion of each photo at ``layer``: keys and how far each went."""
+    from .renders import photo_renders
+
+    if not photos:
+        return []
+    pixels = {i: p for i, (p, _) in photos.items()}
+    digests = {i: d for i, (_, d) in photos.items()}
+    dreams = photo_renders(loaded, layer, "dream", pixels, digests, config, store, progress, report)
+    inversions = photo_renders(loaded, layer, "inversion", pixels, digests, config, store, progress, report)
+    entries = []
+    for i in sorted(photos):
+        dream, inversion = dreams[i], inversions[i]
+        for kind, stored in (("DeepDream", dream), ("inversion", inversion)):
+            if stored is None:
+                report.failed.append(f"{loaded.name} {layer} {kind} of reference image {i}")
+        entries.append({
+            "image": i,
+            "dream": None if dream is None else {
+                "key": dream.key, "start": dream.meta["curve"][0][1] if dream.meta["curve"] else None,
+                "activation": dream.meta["activation"]},
+            "inversion": None if inversion is None else {
+                "key": inversion.key, "error": -inversion.meta["activation"]},
+        })
+    return entries
+
+
+# A spread of ImageNet classes a reader recognizes at a glance (animals, objects, food, scenes),
+# in the order class visualizations are made: the first N for ``--classes N``.
+CLASS_IDS = (1, 130, 207, 281, 291, 323, 340, 388, 417, 430, 504, 812, 933, 947, 954, 963, 980, 985, 9, 99,
+             144, 309, 402, 409, 437, 457, 471, 508, 530, 559, 574, 609, 635, 701, 717, 737, 779, 805, 817,
+             849, 879, 907, 920, 928, 937, 949, 951, 971)
+
+
+def class_ids(num_classes: int, count: int) -> list[int]:
+    """The classes whose visualizations a model page shows: from ``CLASS_IDS`` for an ImageNet
+    head, evenly spread ids otherwise; none for a model without a classifier."""
+    if num_classes <= 0 or count <= 0:
+        return []
+    if num_classes == 1000:
+        return list(CLASS_IDS[:count])
+    return sorted({round(i * (num_classes - 1) / max(count - 1, 1)) for i in range(min(count, num_classes))})
+
+
+def _classes(loaded, classes: list[int], labels: dict, config: BuildConfig, store: Store, progress,
+             report: BuildReport, magnitude) -> list[dict]:
+    """Class visualizations and what the model itself predicts on each (its top class and probability)."""
+    import numpy as np
+    import torch
+
+    from .analysis.activations import model_input
+    from .renders import class_renders
+
+    if not classes:
+        return []
+    found = class_renders(loaded, classes, labels, config, store, progress, report, magnitude=magnitude)
+    done = [c for c in classes if found[c] is not None]
+    predictions = {}
+    if done:
+        with torch.no_grad():
+            pixels = np.stack([found[c].image() for c in done])
+            probs = torch.softmax(loaded.module(model_input(loaded, pixels)).float(), dim=1)
+        for c, row in zip(done, probs.cpu()):
+            top = int(row.argmax())
+            predictions[c] = {"prob": float(row[c]), "rank": 1 + int((row > row[c]).sum()), "top": top,
+                              "top_label": labels.get(top, f"class {top}")}
+    entries = []
+    for c in classes:
+        stored = found[c]
+        if stored is None:
+            report.failed.append(f"{loaded.name} class {c} visualization")
+        elif stored.meta.get("flat"):
+            report.flat.append(f"{loaded.name} class {c} visualization")
+        entries.append({"class": c, "label": labels.get(c, f"class {c}"), "key": None if stored is None else stored.key,
+                        "logit": None if stored is None else stored.meta["activation"],
+                        "flat": bool(stored and stored.meta.get("flat")), **predictions.get(c, {})})
+    return entries
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def _finite(value) -> float | None:

@@ -12,7 +12,7 @@ from reportgen.pipeline import build, rebuild_site
 
 def tiny_config(out: Path, **flags):
     base = {"model": ["test_efficientnet"], "weights": "none", "layers": "0,2,-1", "units": "3", "neurons": "1",
-            "steps": 6, "size": 32, "out": out, "preset": "quick"}
+            "variants": "1", "classes": 2, "dreams": 1, "steps": 6, "size": 32, "out": out, "preset": "quick"}
     return resolve_build_config({**base, **flags})
 
 
@@ -25,7 +25,9 @@ def built(tmp_path_factory):
 
 def test_manifest_pages_and_site(built):
     out, report = built
-    assert report.exit_code == 0 and report.rendered == 9 + 3 and report.cached == 0  # 3 centre neurons
+    # per layer: 3 channels, 1 centre neuron, 1 unit's second seed, negative and diversity, 1 photo's
+    # DeepDream and inversion; and 2 class visualizations
+    assert report.exit_code == 0 and report.rendered == 3 * (3 + 1 + 3 + 2) + 2 and report.cached == 0
     manifest = json.loads((out / "manifest.json").read_text())
     model = manifest["models"][0]
     assert model["name"] == "test_efficientnet" and model["device"] == "cpu" and model["seed"] == 0
@@ -43,6 +45,37 @@ def test_manifest_pages_and_site(built):
     assert fields[2]["global"]  # test_efficientnet has squeeze-excite gates: bn2 sees the whole image
     assert "Receptive field (theoretical) | 3 px" in (out / "docs" / "test_efficientnet" / "bn1" / "index.md").read_text()
     assert "Random weights" in (out / "docs" / "test_efficientnet" / "index.md").read_text()
+
+
+def test_variants_dreams_and_classes_reach_the_pages(built):
+    out, _ = built
+    model = json.loads((out / "manifest.json").read_text())["models"][0]
+    site = out / "site" / model["slug"]
+    assert [c["class"] for c in model["classes"]] == [1, 130] and model["classes"][1]["label"] == "flamingo"
+    for entry in model["classes"]:
+        assert (site / "classes" / f"{entry['class']}.webp").is_file() and 0 <= entry["prob"] <= 1
+    assert "flamingo" in (out / "docs" / model["slug"] / "index.md").read_text()
+    for layer in model["layers"]:
+        first, *others = layer["units"]
+        assert all(u[k] is None for u in others for k in ("second_seed", "negative", "diversity"))  # --variants 1
+        assert -1 <= first["second_seed"]["agreement"] <= 1 and -1 <= layer["seed_baseline"] <= 1
+        assert first["negative"]["activation"] < first["activation"]
+        assert len(first["diversity"]["ratios"] or [None] * 3) == 3
+        for unit in layer["units"]:
+            assert set(unit["perturbed"]) in ({"crop", "shift", "blur"}, set())
+            assert unit["perturbed_ratio"] is None or unit["perturbed_ratio"] == pytest.approx(
+                sum(unit["perturbed"].values()) / 3)
+        folder = site / layer["slug"]
+        for name in ("img/0-second_seed.webp", "img/0-negative.webp", "img/0-diversity.webp"):
+            assert (folder / name).is_file(), name
+        (dream,) = layer["dreams"]
+        assert dream["image"] == model["references"]["images"][0]["index"]
+        assert (folder / "dreams" / f"{dream['image']}-dream.webp").is_file()
+        assert (folder / "dreams" / f"{dream['image']}-inversion.webp").is_file()
+        assert dream["dream"]["activation"] > dream["dream"]["start"] and dream["inversion"]["error"] >= 0
+    unit_page = (out / "docs" / model["slug"] / "bn1" / "0" / "index.md").read_text()
+    assert "Perturbed ratio" in unit_page and "Seed agreement" in unit_page and "## Variants" in unit_page
+    assert "## DeepDream and inversion" in (out / "docs" / model["slug"] / "bn1" / "index.md").read_text()
 
 
 def test_real_images_units_and_receptive_fields_reach_the_pages(built):
@@ -90,7 +123,7 @@ def test_real_images_units_and_receptive_fields_reach_the_pages(built):
 def test_repeated_build_renders_nothing(built):
     out, _ = built
     report = build(tiny_config(out))
-    assert report.rendered == 0 and report.cached == 12
+    assert report.rendered == 0 and report.cached == 29
 
 
 def test_corrupt_cache_entry_is_rendered_again(built):
@@ -100,7 +133,7 @@ def test_corrupt_cache_entry_is_rendered_again(built):
     png = out / ".cache" / "renders" / key[:2] / f"{key}.png"
     png.write_bytes(b"not a png")
     report = build(tiny_config(out))
-    assert report.rendered == 1 and report.cached == 11
+    assert report.rendered == 1 and report.cached == 28
 
 
 def test_site_command_needs_no_model(built, monkeypatch):
@@ -123,7 +156,7 @@ def test_site_refuses_a_manifest_of_another_version(tmp_path):
 def test_a_second_model_is_added_without_touching_the_first(built):
     out, _ = built
     first_renders = {p: p.stat().st_mtime_ns for p in (out / ".cache" / "renders").rglob("*.png")}
-    report = build(tiny_config(out, model=["test_resnet"], layers="-1", units="2"))
+    report = build(tiny_config(out, model=["test_resnet"], layers="-1", units="2", variants="0", classes=0, dreams=0))
     assert report.rendered == 2 + 1 and report.cached == 0  # only the new model's units (and one neuron)
     assert all(p.stat().st_mtime_ns == t for p, t in first_renders.items())
     manifest = json.loads((out / "manifest.json").read_text())
@@ -148,8 +181,10 @@ def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
 @pytest.mark.e2e
 def test_real_lite0_weights_end_to_end(tmp_path):
     out = tmp_path / "lite0"
-    report = build(resolve_build_config({"layers": "2,-1", "units": "2", "steps": 24, "size": 64, "out": out}))
-    assert report.exit_code == 0 and report.rendered == 4 + 4  # 2 channels and 2 centre neurons per layer
+    report = build(resolve_build_config({"layers": "2,-1", "units": "2", "variants": "1", "classes": 3, "dreams": 0,
+                                         "steps": 24, "size": 64, "out": out}))
+    # per layer 2 channels, 2 centre neurons, 1 second seed, negative and diversity; 3 class visualizations
+    assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 3) + 3
     model = json.loads((out / "manifest.json").read_text())["models"][0]
     assert model["weights"]["pretrained"] and model["weights"]["source"].startswith("bundled:")
     chelsea = next(r for r in model["references"]["images"] if r["name"] == "chelsea")
@@ -160,6 +195,9 @@ def test_real_lite0_weights_end_to_end(tmp_path):
         assert u["activation_ratio"] == pytest.approx(expected) if expected else u["activation_ratio"] is None
     assert sum(u["activation_ratio"] is not None and u["activation_ratio"] > 1 for u in units) >= 2
     assert all(u["neuron"]["ratio"] is not None and u["neuron"]["activation"] > 0 for u in units)
+    assert not any(u["flat"] for u in units) and not report.flat  # pretrained units never go grey
+    for c in model["classes"]:  # lite0 sees its own (small, 24-step) class visualizations as their class
+        assert c["rank"] <= 5, c
     assert (out / "site" / "efficientnet_lite0" / "index.html").is_file()
 
 

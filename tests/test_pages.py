@@ -26,6 +26,15 @@ def sample_manifest(store: Store | None = None) -> dict:
                                    "maps|blocks.1": np.zeros((1, 4, 4), np.float16)})
         store.put_arrays(erf_key, {"erf|stem": np.eye(64, dtype=np.float32), "erf|blocks.1": np.ones((64, 64), np.float32)})
 
+    def put(key, width=32):
+        if store:
+            store.put_render(key, np.tile(np.arange(0, 256, 8, dtype=np.uint8)[:, None, None], (1, width, 3)), {})
+        return key
+
+    def variant(key, ratio, **extra):
+        return {"key": put(key, 96 if "ratios" in extra else 32), "activation": 2.0 * ratio, "flat": False,
+                "ratio": ratio, "objective": "o", "seed": 9, **extra}
+
     def unit(layer, channel, ratio, neuron=False):
         key = f"{layer}-{channel}".ljust(64, "0")
         if store:
@@ -33,6 +42,7 @@ def sample_manifest(store: Store | None = None) -> dict:
             if neuron:
                 store.put_render(key[::-1], np.full((32, 32, 3), 128, np.uint8), {"activation": 3.0})
         alive = ratio is not None
+        variants = neuron  # the first unit has every kind of render
         return {"channel": channel, "key": key, "render": f"docs/toy/{layer}/img/{channel}.webp", "activation": 2.0,
                 "ref_max": 2.0 / ratio if ratio else 0.0, "ref_mean": 0.5, "ref_peak": 4.0 if alive else -1.0,
                 "fire_rate": 0.75 if alive else 0.0, "dead": not alive,
@@ -42,7 +52,12 @@ def sample_manifest(store: Store | None = None) -> dict:
                 "ref_best_image": 3, "activation_ratio": ratio, "seed": 42, "objective": f"mean of channel {channel} at {layer}",
                 "curve": [[0, 0.1], [5, 1.0], [9, 2.0]], "seconds": 1.5, "failed": False,
                 "neuron": {"failed": False, "key": key[::-1], "box": [10, 11, 20, 21], "activation": 3.0, "ratio": 0.75,
-                           "objective": f"neuron (centre) of channel {channel} at {layer}", "seed": 7} if neuron else None}
+                           "objective": f"neuron (centre) of channel {channel} at {layer}", "seed": 7} if neuron else None,
+                "perturbed": {"crop": 1.25, "shift": 1.0, "blur": 0.75} if ratio else {},
+                "perturbed_ratio": 1.0 if ratio else None, "flat": channel == 1,
+                "second_seed": variant("s" * 64, 1.25, agreement=0.8) if variants else None,
+                "negative": variant("n" * 64, -0.5) if variants else None,
+                "diversity": variant("d" * 64, 1.0, ratios=[1.25, 1.0, 0.75]) if variants else None}
 
     layers = []
     for index, (name, units) in enumerate([("stem", [unit("stem", 0, 1.5, neuron=True), unit("stem", 1, 0.5)]),
@@ -54,6 +69,9 @@ def sample_manifest(store: Store | None = None) -> dict:
                        "erf": {"size": 3 + 2 * index, "images": 1, "key": erf_key},
                        "maps": {"key": maps_key, "images": [3], "units": [0, 1] if index == 0 else [0]},
                        "median_ratio": float(np.median(ratios)) if ratios else None,
+                       "median_perturbed_ratio": 1.0 if ratios else None, "seed_baseline": 0.25 if index == 0 else None,
+                       "dreams": [{"image": 3, "dream": {"key": put("q" * 64), "start": 1.0, "activation": 2.0},
+                                   "inversion": {"key": put("i" * 64), "error": 0.25}}] if index == 0 else [],
                        "dead": [u["channel"] for u in units if u["dead"]] + [3], "redundant_r": 0.95,
                        "redundant": [{"channel": 0, "partner": 1, "r": 0.97}, {"channel": 1, "partner": 0, "r": 0.97}]
                        if index == 0 else []})
@@ -63,7 +81,11 @@ def sample_manifest(store: Store | None = None) -> dict:
                     "description": "random initialization (no pretrained weights)"},
         "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 64, 64],
                        "interpolation": "bicubic", "crop_pct": 0.9},
-        "device": "cpu", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "median_ratio": 1.0,
+        "device": "cpu", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "variant_count": 1, "median_ratio": 1.0,
+        "median_perturbed_ratio": 1.0,
+        "classes": [{"class": 1, "label": "goldfish", "key": put("c" * 64), "logit": 9.0, "flat": False, "prob": 0.75,
+                     "top": 1, "top_label": "goldfish"},
+                    {"class": 2, "label": "great white shark", "key": None, "logit": None, "flat": False}],
         "render_seconds": 4.5,
         "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
@@ -75,7 +97,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return {"schema": 4, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+    return {"schema": 5, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
 
 
 @pytest.mark.parametrize("name,render", [
@@ -103,6 +125,12 @@ def test_pages_say_what_the_numbers_mean():
     assert "Random weights" in pages.render_model(model)
     dead = pages.render_unit(model, model["layers"][1], 0)
     assert "never fires" in dead and "| **—** |" in dead.replace("**—** (", "**—** |")
+    fragile = {**model["layers"][0]["units"][0], "perturbed_ratio": 0.5}
+    text = pages.render_unit(model, {**model["layers"][0], "units": [fragile]}, 0)
+    assert "Fragile render" in text and "×0.50" in text
+    assert "Fragile render" not in strong_unit
+    model_page = pages.render_model(model)
+    assert "Class visualizations" in model_page and "goldfish" in model_page and "render failed" in model_page
 
 
 def test_names_from_models_are_inert():
@@ -128,9 +156,18 @@ def test_strict_site_build(tmp_path):
     site = tmp_path / "site"
     assert (site / "index.html").is_file() and (site / "toy" / "stem" / "1" / "index.html").is_file()
     assert (site / "toy" / "stem" / "img" / "1.webp").is_file()
-    for picture in ("img/0-neuron.webp", "img/0-neuron-zoom.webp", "maps/3-0.webp", "maps/3-1.webp", "erf.webp"):
+    for picture in ("img/0-neuron.webp", "img/0-neuron-zoom.webp", "maps/3-0.webp", "maps/3-1.webp", "erf.webp",
+                    "img/0-second_seed.webp", "img/0-negative.webp", "img/0-diversity.webp", "dreams/3-dream.webp",
+                    "dreams/3-inversion.webp"):
         assert (site / "toy" / "stem" / picture).is_file(), picture
-    assert not (site / "toy" / "stem" / "img" / "1-neuron.webp").exists()  # no neuron render for unit 1
+    for absent in ("1-neuron", "1-second_seed", "1-negative", "1-diversity"):  # unit 1 has only its channel render
+        assert not (site / "toy" / "stem" / "img" / f"{absent}.webp").exists(), absent
+    assert (site / "toy" / "classes" / "1.webp").is_file() and not (site / "toy" / "classes" / "2.webp").exists()
+    unit_html = (site / "toy" / "stem" / "0" / "index.html").read_text()
+    for words in ("Perturbed ratio", "crop ×1.25", "r = 0.80", "Another seed", "Negative", "Diversity"):
+        assert words in unit_html, words
+    flat_html = (site / "toy" / "stem" / "1" / "index.html").read_text()
+    assert "Flat render" in flat_html and "Flat render" not in unit_html
     layer_html = (site / "toy" / "stem" / "index.html").read_text()
     assert 'href="1/index.html"' in layer_html  # tiles link to unit pages
     home_html = (site / "index.html").read_text()

@@ -172,3 +172,37 @@ def imagenet_labels(model) -> dict[int, str]:
         return {i: info.index_to_description(i) for i in range(1000)}
     except Exception:
         return {}
+
+
+def canvas_photos(loaded, refs, indices, size: int) -> dict[int, tuple[np.ndarray, str]]:
+    """Reference images ``indices`` cropped as the model would see them, at the render canvas
+    ``size``: ``{index: (uint8 [size, size, 3], sha256 of the pixels)}`` (DeepDream and inversion)."""
+    import hashlib
+
+    from .references import center_crop, load_rgb
+
+    photos = {}
+    for i in indices:
+        pixels = center_crop(load_rgb(refs.images[int(i)]), size, loaded.preprocess.crop_pct)
+        photos[int(i)] = (pixels, hashlib.sha256(pixels.tobytes()).hexdigest())
+    return photos
+
+
+MACO_PHOTOS = 64  # at most this many reference images estimate the fixed spectrum of ``maco`` renders
+
+
+def maco_magnitude(refs, used, size: int, store: Store):
+    """The magnitude spectrum ``maco`` renders keep fixed, estimated from (up to ``MACO_PHOTOS`` of)
+    the readable reference images at the canvas ``size``; cached by image set and size."""
+    import torch
+
+    from ..optvis.param import magnitude_spectrum
+    from .references import load_rgb
+
+    key = canonical_key({"kind": "maco-magnitude", "v": 1, "refs": refs.digest, "size": size})
+    arrays = store.get_arrays(key)
+    if arrays is None:
+        photos = [load_rgb(refs.images[int(i)]) for i in list(used)[:MACO_PHOTOS]]
+        arrays = {"magnitude": magnitude_spectrum(photos, size).numpy()}
+        store.put_arrays(key, arrays)
+    return torch.from_numpy(arrays["magnitude"])
