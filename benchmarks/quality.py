@@ -1,0 +1,151 @@
+"""Render quality against the peers: early, middle and late layers, with held-out perturbations.
+
+Renders the same units of efficientnet_lite0 (real weights) with reportgen, torch-lucent,
+torch-dreams and horama, each called as benchmarks/speed.py calls it (as its documentation shows),
+at the same canvas size and step budget, and measures the final uint8 images the same way for
+every tool:
+
+- activation ratio: the unit's mean activation (pre-activation) on the render / its best mean
+  activation over the scikit-image reference photographs (higher: the render excites it more);
+- perturbed ratio: the same ratio after each held-out perturbation of
+  ``reportgen.optvis.trust.perturb`` (crop, shift, blur: the ones the site's trust panel applies),
+  averaged over the three; a pattern survives them, adversarial pixel noise does not;
+- high-frequency energy: the share of spectral power above a quarter of the sampling rate,
+  relative to the reference photographs (about 1: as smooth as photos; higher: noisier);
+- seconds per unit: wall time of the tool's renders / units (tools alternate within each
+  repetition, so background load hits them alike).
+
+The table has one row per tool and layer, plus an "all layers" row per tool (medians over every
+unit of every layer; seconds summed over layers). Ratios are medians over the units whose best
+photograph mean is positive. Peers install in a venv of their own: see
+benchmarks/requirements-peers.txt.
+
+    OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 peers/bin/python benchmarks/quality.py \\
+        [--layers blocks.1.0,blocks.3.1,blocks.5.3] [--units 8] [--size 128] [--steps 128] \\
+        [--reps 1] [--tools reportgen,torch-lucent,torch-dreams,horama]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import statistics
+import sys
+import time
+import traceback
+
+from speed import TOOLS, activations, high_frequency_share  # also sets OMP_WAIT_POLICY, quiets warnings
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from reportgen.analysis.activations import analyze_references  # noqa: E402
+from reportgen.analysis.references import center_crop, load_rgb, skimage_references  # noqa: E402
+from reportgen.models import load_model  # noqa: E402
+from reportgen.optvis.trust import PERTURBATIONS, perturb, to_tensor  # noqa: E402
+
+
+def perturbed_images(images, kind):
+    """``images`` (uint8 [H, W, 3]) after the held-out perturbation ``kind``, back as uint8."""
+    batch = perturb(to_tensor(images), kind).clamp(0, 1)
+    return list((batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
+def measure(loaded, layer, units, images, ref_max):
+    """Per unit (those with a positive photograph best): plain ratio, perturbed ratio; per image: hf."""
+    plain = activations(loaded, layer, units, images)
+    moved = [activations(loaded, layer, units, perturbed_images(images, kind)) for kind in PERTURBATIONS]
+    ratios, perturbed = [], []
+    for i, c in enumerate(units):
+        if ref_max[c] > 0:
+            ratios.append(plain[i] / ref_max[c])
+            perturbed.append(statistics.fmean(m[i] for m in moved) / ref_max[c])
+    return ratios, perturbed, [high_frequency_share(im) for im in images]
+
+
+def version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", default="blocks.1.0,blocks.3.1,blocks.5.3")
+    parser.add_argument("--units", type=int, default=8)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    args = parser.parse_args()
+    layers = [layer for layer in args.layers.split(",") if layer]
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        parser.error(f"unknown tool(s) {', '.join(unknown)}; use some of {', '.join(TOOLS)}")
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)  # the peers draw their starting images from the global generator
+
+    loaded = load_model("efficientnet_lite0", "auto", "cpu")
+    units = list(range(args.units))
+    refs = skimage_references()
+    ref_max = {layer: analyze_references(loaded, [layer], refs).layers[layer].max_mean for layer in layers}
+    photos = [center_crop(load_rgb(r), args.size, 0.875) for r in refs.images]
+    hf_photos = statistics.median(high_frequency_share(p) for p in photos)
+
+    seconds = {(t, layer): [] for t in tools for layer in layers}
+    results = {}  # (tool, layer) -> (ratios, perturbed ratios, hf shares)
+    failures = {}  # (tool, layer) -> the error it raised
+    for rep in range(args.reps):
+        for layer in layers:
+            for tool in tools:  # alternate tools within each repetition: noise hits them alike
+                if (tool, layer) in failures:
+                    continue
+                started = time.perf_counter()
+                try:
+                    images = TOOLS[tool](loaded, layer, units, args.size, args.steps)
+                except Exception as error:  # a peer that fails on this model: report it, run the rest
+                    failures[(tool, layer)] = f"{type(error).__name__}: {error}"
+                    traceback.print_exc(file=sys.stderr)
+                    continue
+                seconds[(tool, layer)].append(time.perf_counter() - started)
+                if rep == 0:
+                    results[(tool, layer)] = measure(loaded, layer, units, images, ref_max[layer])
+                print(f"[rep {rep + 1}/{args.reps}] {tool} {layer}: "
+                      f"{seconds[(tool, layer)][-1]:.1f} s", file=sys.stderr, flush=True)
+
+    versions = ", ".join(f"{t} {version(t)}" for t in tools)
+    print(f"efficientnet_lite0 (real weights); layers {', '.join(layers)}; {len(units)} units each "
+          f"(channels 0–{len(units) - 1}); {args.size} px; {args.steps} steps; {args.reps} alternating "
+          f"repetition(s); {torch.get_num_threads()} threads; torch {torch.__version__}; {versions}")
+    print("| tool | layer | units measured | median activation ratio | median ratio under held-out "
+          "perturbations (crop, shift, blur) | high-frequency energy vs photos | s/unit |")
+    print("|---|---|---|---|---|---|---|")
+    for tool in tools:
+        rows = [layer for layer in layers if (tool, layer) in results]
+        pooled = ([], [], [])
+        for layer in rows:
+            ratios, perturbed, hf = results[(tool, layer)]
+            for into, values in zip(pooled, (ratios, perturbed, hf)):
+                into.extend(values)
+            per_unit = statistics.median(seconds[(tool, layer)]) / len(units)
+            print(f"| {tool} | {layer} | {len(ratios)}/{len(units)} | {median(ratios):.2f} | "
+                  f"{median(perturbed):.2f} | {median(hf) / hf_photos:.2f} | {per_unit:.2f} |")
+        if rows:
+            reps_done = min(len(seconds[(tool, layer)]) for layer in rows)
+            total = statistics.median(sum(seconds[(tool, layer)][r] for layer in rows) for r in range(reps_done))
+            print(f"| {tool} | all layers | {len(pooled[0])}/{len(units) * len(layers)} | {median(pooled[0]):.2f} | "
+                  f"{median(pooled[1]):.2f} | {median(pooled[2]) / hf_photos:.2f} | "
+                  f"{total / (len(units) * len(rows)):.2f} |")
+    for (tool, layer), error in failures.items():
+        print(f"\n{tool} failed on {layer}: {error}")
+
+
+if __name__ == "__main__":
+    main()
