@@ -168,7 +168,8 @@ def test_a_second_model_is_added_without_touching_the_first(built):
 def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
     out = tmp_path / "inc"
     report = build(resolve_build_config({"model": ["inception_v3"], "weights": "none", "layers": "0,-1", "units": "2",
-                                         "steps": 2, "size": 96, "out": out}))
+                                         "variants": "0", "classes": 0, "dreams": 0, "steps": 2, "size": 96,
+                                         "out": out}))
     assert report.exit_code == 0
     model = json.loads((out / "manifest.json").read_text())["models"][0]
     assert model["preprocess"]["input_size"] == [3, 299, 299]
@@ -181,10 +182,11 @@ def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
 @pytest.mark.e2e
 def test_real_lite0_weights_end_to_end(tmp_path):
     out = tmp_path / "lite0"
-    report = build(resolve_build_config({"layers": "2,-1", "units": "2", "variants": "1", "classes": 3, "dreams": 0,
+    report = build(resolve_build_config({"layers": "2,-1", "units": "2", "variants": "1", "classes": 0, "dreams": 0,
                                          "steps": 24, "size": 64, "out": out}))
-    # per layer 2 channels, 2 centre neurons, 1 second seed, negative and diversity; 3 class visualizations
-    assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 3) + 3
+    # per layer 2 channels, 2 centre neurons, 1 second seed, negative and diversity (class
+    # visualizations need more than 24 steps at 64 px: benchmarks/classes.py measures them)
+    assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 3)
     model = json.loads((out / "manifest.json").read_text())["models"][0]
     assert model["weights"]["pretrained"] and model["weights"]["source"].startswith("bundled:")
     chelsea = next(r for r in model["references"]["images"] if r["name"] == "chelsea")
@@ -196,8 +198,9 @@ def test_real_lite0_weights_end_to_end(tmp_path):
     assert sum(u["activation_ratio"] is not None and u["activation_ratio"] > 1 for u in units) >= 2
     assert all(u["neuron"]["ratio"] is not None and u["neuron"]["activation"] > 0 for u in units)
     assert not any(u["flat"] for u in units) and not report.flat  # pretrained units never go grey
-    for c in model["classes"]:  # lite0 sees its own (small, 24-step) class visualizations as their class
-        assert c["rank"] <= 5, c
+    for layer in model["layers"]:  # two seeds of a pretrained unit agree more than two different units
+        first = layer["units"][0]
+        assert first["second_seed"]["agreement"] > layer["seed_baseline"], (first["second_seed"], layer["seed_baseline"])
     assert (out / "site" / "efficientnet_lite0" / "index.html").is_file()
 
 

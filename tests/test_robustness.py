@@ -24,7 +24,7 @@ from reportgen.pipeline import build
 from helpers import assert_one_line_error, run
 
 TINY = ["--model", "test_efficientnet", "--weights", "none", "--layers", "0,2,-1", "--units", "4",
-        "--steps", "60", "--size", "48", "--batch", "2", "-q"]
+        "--variants", "0", "--classes", "0", "--dreams", "0", "--steps", "60", "--size", "48", "--batch", "2", "-q"]
 
 
 def reportgen(*args):
@@ -197,7 +197,8 @@ def test_nan_units_fail_alone_and_the_rest_is_published(tmp_path, monkeypatch):
     monkeypatch.setattr(reportgen.models, "load_model", poisoned)
     out = tmp_path / "out"
     report = build(resolve_build_config({"model": ["test_efficientnet"], "weights": "none", "layers": "-1",
-                                         "units": "3", "steps": 6, "size": 48, "out": out}))
+                                         "units": "3", "steps": 6, "size": 48, "out": out,
+                                         "variants": "0", "classes": 0, "dreams": 0}))
     assert report.exit_code == 1
     assert report.failed == ["test_efficientnet bn2 unit 1", "test_efficientnet bn2 unit 1 (centre neuron)"]
     units = json.loads((out / "manifest.json").read_text())["models"][0]["layers"][0]["units"]
@@ -235,7 +236,8 @@ def test_hostile_names_are_inert_and_stay_inside_out(tmp_path):
         register_model(factory)
     out = tmp_path / "out"
     report = build(resolve_build_config({"model": [factory.__name__], "weights": "none", "layers": "all",
-                                         "units": "2", "steps": 3, "size": 48, "out": out}))
+                                         "units": "2", "steps": 3, "size": 48, "out": out,
+                                         "variants": "0", "classes": 0, "dreams": 0}))
     assert report.exit_code == 0 and report.site.pages == 1 + 1 + 3 + 6
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written beside --out
     for page in (out / "site").rglob("*.html"):
