@@ -162,6 +162,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
 
     from .analysis import stage
     from .analysis.references import folder_references, skimage_references
+    from .optvis.render import class_settings
 
     loaded, layers, units, name = plan.loaded, plan.layers, plan.units, plan.loaded.name
     modules = [layer.module for layer in layers]
@@ -242,6 +243,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         "median_ratio": statistics.median(ratios) if ratios else None,
         "median_perturbed_ratio": _median(u["perturbed_ratio"] for e in layer_entries for u in e["units"]),
         "classes": class_entries,
+        "class_render": class_settings(config.render).to_dict(),
         "references": {
             "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
             "used": len(arrays["used"]),

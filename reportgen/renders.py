@@ -57,17 +57,19 @@ def layer_renders(loaded, layer: str, channels: list[int], kind: str, config, st
 
 def class_renders(loaded, classes: list[int], names: dict[int, str], config, store: Store, progress, report,
                   magnitude=None) -> dict[int, StoredRender | None]:
-    """Stored class visualizations of ``classes`` (logits maximized), in the build's parameterization."""
-    from .optvis.render import render_classes
+    """Stored class visualizations of ``classes`` (logits maximized), in the build's parameterization
+    with the class transforms (``optvis.render.class_settings``)."""
+    from .optvis.render import class_settings, render_classes
 
-    keys = {c: Store.render_key(loaded.name, loaded.weights.digest, "logits", c, config.render.to_dict(), config.seed,
+    settings = class_settings(config.render)
+    keys = {c: Store.render_key(loaded.name, loaded.weights.digest, "logits", c, settings.to_dict(), config.seed,
                                 vars(loaded.preprocess), unit={"kind": "class", "index": c}) for c in classes}
 
     def run(chunk, settings, on_step):
         return render_classes(loaded, chunk, settings, config.seed, names=[names.get(c, "") for c in chunk],
                               magnitude=magnitude, on_step=on_step)
 
-    return cached(store, keys, classes, run, config.render, len(classes) or 1, progress, report,
+    return cached(store, keys, classes, run, settings, len(classes) or 1, progress, report,
                   meta={"model": loaded.name, "layer": "logits", "kind": "class"})
 
 

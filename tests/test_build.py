@@ -52,6 +52,9 @@ def test_variants_dreams_and_classes_reach_the_pages(built):
     model = json.loads((out / "manifest.json").read_text())["models"][0]
     site = out / "site" / model["slug"]
     assert [c["class"] for c in model["classes"]] == [1, 130] and model["classes"][1]["label"] == "flamingo"
+    # class visualizations render with the stronger class transforms, and the model page says which
+    assert model["class_render"] == {**model["settings"]["render"], "scales": [0.4, 1.6], "max_angle": 45.0}
+    assert "scale\n0.4–1.6, rotation up to ±45.0°" in (out / "docs" / model["slug"] / "index.md").read_text()
     for entry in model["classes"]:
         assert (site / "classes" / f"{entry['class']}.webp").is_file() and 0 <= entry["prob"] <= 1
     assert "flamingo" in (out / "docs" / model["slug"] / "index.md").read_text()

@@ -86,6 +86,8 @@ def sample_manifest(store: Store | None = None) -> dict:
         "classes": [{"class": 1, "label": "goldfish", "key": put("c" * 64), "logit": 9.0, "flat": False, "prob": 0.75,
                      "top": 1, "top_label": "goldfish"},
                     {"class": 2, "label": "great white shark", "key": None, "logit": None, "flat": False}],
+        "class_render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True, "decay_power": 1.0,
+                         "pad": 4, "jitter": 6, "scales": [0.4, 1.6], "max_angle": 45.0},
         "render_seconds": 4.5,
         "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],

@@ -1,5 +1,7 @@
 """The further renders (negative, diversity, class, DeepDream, inversion) and the trust measures."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,8 @@ from reportgen.config import RenderSettings
 from reportgen.images import is_flat, stretch
 from reportgen.optvis.dream import deep_dream, invert
 from reportgen.optvis.objectives import Channel
-from reportgen.optvis.render import (render_channels, render_classes, render_diversity, render_negatives,
-                                     side_by_side)
+from reportgen.optvis.render import (class_settings, render_channels, render_classes, render_diversity,
+                                     render_negatives, side_by_side)
 from reportgen.optvis.trust import (PERTURBATIONS, cross_agreement, perturb, perturbed_scores, seed_agreement,
                                     to_tensor)
 
@@ -105,6 +107,14 @@ def test_class_render_raises_its_logit(tiny):
     for r in results:
         assert r.layer == "logits" and r.curve[-1][1] > r.curve[0][1]
     assert "goldfish" in results[0].objective
+
+
+def test_class_settings_strengthen_only_the_transforms():
+    base = RenderSettings(size=224, steps=64, param="maco", jitter=8)
+    strong = class_settings(base)
+    assert (strong.jitter, strong.scales, strong.max_angle) == (42, (0.4, 1.6), 45.0)  # 42 px: 19% of 224
+    assert strong == dataclasses.replace(base, jitter=42, scales=(0.4, 1.6), max_angle=45.0)
+    assert class_settings(RenderSettings(size=32, jitter=8)).jitter == 8  # never weaker than the unit renders'
 
 
 def test_class_render_with_maco(tiny):

@@ -33,6 +33,11 @@ CURVE_POINTS = 32  # the optimization curve is kept at this many evenly spaced s
 REDIRECT_STEPS = 16  # ReLU gradients are redirected for these first steps (as Lucid does)
 DIVERSITY_K = 3  # variants per unit in a diversity render
 DIVERSITY_WEIGHT = 8.0  # weight of the diversity term against the channel mean (benchmarks/presets.py)
+# A class logit pools the whole image: much stronger transforms than a channel's make class
+# visualizations that other networks recognize too (benchmarks/classes.py measures both).
+CLASS_JITTER = 0.1875  # largest translation, as a share of the canvas side
+CLASS_SCALES = (0.4, 1.6)
+CLASS_MAX_ANGLE = 45.0
 
 
 @dataclass
@@ -221,6 +226,13 @@ def render_diversity(
     return [flat[i * k:(i + 1) * k] for i in range(len(channels))]
 
 
+def class_settings(settings: RenderSettings) -> RenderSettings:
+    """``settings`` with the transforms class visualizations render with: translation up to
+    ``CLASS_JITTER`` of the canvas, scale ``CLASS_SCALES``, rotation up to ``CLASS_MAX_ANGLE``."""
+    return dataclasses.replace(settings, jitter=max(settings.jitter, round(CLASS_JITTER * settings.size)),
+                               scales=CLASS_SCALES, max_angle=CLASS_MAX_ANGLE)
+
+
 def render_classes(
     model: LoadedModel,
     classes: Sequence[int],
@@ -232,7 +244,8 @@ def render_classes(
 ) -> list[RenderResult]:
     """Maximize the logit of each of ``classes`` (a class visualization); results are labelled
     with layer ``logits`` and the class id as channel. ``magnitude`` is the fixed spectrum a
-    ``maco`` parameterization needs."""
+    ``maco`` parameterization needs. ``settings`` are used as given: a build passes
+    ``class_settings(...)`` of its render settings."""
     seeds = [unit_seed(seed, LOGITS, c) for c in classes]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
