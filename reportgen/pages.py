@@ -19,7 +19,7 @@ import jinja2
 
 import numpy as np
 
-from .images import decode, draw_box, heat_colors, shrink, spotlight, stretch, webp_bytes, zoom
+from .images import draw_box, heat_colors, shrink, spotlight, stretch, webp_bytes, zoom
 from .store import Store, atomic_write
 
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
@@ -241,7 +241,7 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
                              webp_bytes(stretch(stored.image())[0], UNIT_IMAGE_SIDE))
         photos = {}
         for ref in model["references"]["images"]:
-            photo = decode(store.image_path(ref["image"]).read_bytes())
+            photo = store.get_image(ref["image"])
             write_staged(staging / m / "refs" / ref["thumb"], webp_bytes(photo, REF_THUMB_SIDE))
             photos[ref["index"]] = shrink(photo, MAP_THUMB_SIDE)
         for i, layer in enumerate(model["layers"]):
