@@ -78,9 +78,16 @@ def theoretical(model: nn.Module, layers: Sequence[str], strides: dict[str, int]
     pending, fields, side = list(layers), {}, start_side
     covers_all: dict[str, bool] = {}
     while pending and side <= max_side:
-        for name, (row, support) in _centre_support(probe, pending, side).items():
-            top, left, bottom, right = _bounding_box(support)
-            covers_all[name] = bool(support.all())
+        # Kernels are rectangles, so a field's height does not depend on the canvas's width, nor its
+        # width on the height: a tall and a wide strip (side x start_side) measure both, at a quarter
+        # of a side x side square's cost at twice the start and an eighth at eight times.
+        tall = _centre_support(probe, pending, (side, start_side))
+        wide = _centre_support(probe, pending, (start_side, side)) if side > start_side else tall
+        for name in list(pending):
+            (row, rows_support), (_, cols_support) = tall[name], wide[name]
+            top, _, bottom, _ = _bounding_box(rows_support)
+            _, left, _, right = _bounding_box(cols_support)
+            covers_all[name] = bool(rows_support.all() and cols_support.all())
             if top > 0 and left > 0 and bottom < side - 1 and right < side - 1:
                 size = max(bottom - top, right - left) + 1
                 fields[name] = ReceptiveField(size, row * strides[name] - top)
@@ -174,10 +181,13 @@ def _square_side(weights: np.ndarray, centre: np.ndarray, mass: float) -> int:
     return int(round(2 * reach[order][last] + 1))
 
 
-def _centre_support(probe: nn.Module, layers: Sequence[str], side: int) -> dict[str, tuple[int, torch.Tensor]]:
+def _centre_support(probe: nn.Module, layers: Sequence[str],
+                    shape: int | tuple[int, int]) -> dict[str, tuple[int, torch.Tensor]]:
     """For each layer of the linear positive ``probe``: the row of its centre unit and the boolean
-    [side, side] map of the input pixels that unit's gradient reaches (its theoretical field)."""
-    x = torch.ones(1, 3, side, side, dtype=torch.float64, requires_grad=True)
+    [height, width] map of the input pixels that unit's gradient reaches (its theoretical field) on
+    a canvas of ``shape`` (a square's side, or ``(height, width)``)."""
+    height, width = (shape, shape) if isinstance(shape, int) else shape
+    x = torch.ones(1, 3, height, width, dtype=torch.float64, requires_grad=True)
     with _max_pool_as_average(), torch.enable_grad(), FeatureTap(probe, layers, stop=True) as tap:
         outputs = tap.run(x)
     _require_spatial(layers, outputs)
