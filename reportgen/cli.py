@@ -82,10 +82,19 @@ def main():
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default report/).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML file with the same settings.")
 @click.option("--no-site", is_flag=True, help="Write pages but skip the mkdocs build.")
+@click.option("--store", default=None,
+              help="Where renders and analyses are kept: a folder or an fsspec URL such as s3://bucket/cache "
+                   "(default OUT/.cache).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="local (this process, the default) or ray (workers of a Ray cluster; pip install 'reportgen[ray]').")
+@click.option("--ray-address", default=None, help="A running Ray cluster (default: start one on this machine).")
+@click.option("--shard", default=None,
+              help="i/N: render only the i-th of N shares of the jobs (0 <= i < N) into the shared --store; "
+                   "then run the same command without --shard to write the pages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_handle_errors
 def build(models, weights, preset, size, steps, device, seed, param, layers, units, neurons, variants, classes, dreams,
-          images, batch, out, config_file, no_site, quiet):
+          images, batch, out, config_file, no_site, store, executor, ray_address, shard, quiet):
     """Render the selected units of each model and build the report site."""
     from .pipeline import build as run_build
     from .progress import TerminalProgress
@@ -94,10 +103,17 @@ def build(models, weights, preset, size, steps, device, seed, param, layers, uni
         {"model": list(models), "weights": weights, "preset": preset, "size": size, "steps": steps, "device": device,
          "seed": seed, "param": param, "layers": layers, "units": units, "neurons": neurons, "variants": variants,
          "classes": classes, "dreams": dreams, "images": images, "batch": batch, "out": out,
-         "site": False if no_site else None},
+         "site": False if no_site else None, "store": store, "executor": executor, "ray_address": ray_address,
+         "shard": shard},
         config_file,
     )
     report = run_build(config, TerminalProgress(enabled=not quiet))
+    if config.shard:
+        i, count = config.shard
+        click.echo(f"shard {i}/{count} done in {report.seconds:.0f} s: {report.rendered} rendered, {report.cached} "
+                   f"already stored, {len(report.failed)} failed, in {config.store_root}. When every shard is done, "
+                   "run the same command without --shard: it renders nothing left and writes the pages.")
+        sys.exit(report.exit_code)
     renders = report.rendered + report.cached
     click.echo(f"built {report.out}/ in {report.seconds:.0f} s: {renders} renders "
                f"({report.rendered} rendered, {report.cached} from cache, {len(report.failed)} failed), "

@@ -131,6 +131,14 @@ class BuildConfig:
     seed: int = 0
     out: Path = Path("report")
     site: bool = True
+    store: str | None = None  # where renders and analyses are kept (a folder or an fsspec URL); None: OUT/.cache
+    executor: str = "local"  # "local" (this process) or "ray"
+    ray_address: str | None = None  # a running Ray cluster; None: a local one
+    shard: tuple[int, int] | None = None  # (i, N): render only the i-th of N shares of the jobs
+
+    @property
+    def store_root(self) -> str:
+        return self.store or str(self.out / ".cache")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, as recorded in the manifest."""
@@ -154,9 +162,9 @@ class BuildConfig:
 
 CONFIG_KEYS = {
     "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "images", "preset", "size",
-    "steps", "param",
-    "device", "batch", "seed", "out", "site",
+    "steps", "param", "device", "batch", "seed", "out", "site", "store", "executor", "ray_address", "shard",
 }
+EXECUTORS = ("local", "ray")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -225,6 +233,21 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     site = merged.get("site", True)
     if not isinstance(site, bool):
         raise UsageError(f"site = {site!r} must be true or false")
+    executor = _text(merged, "executor", "local")
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor {executor!r} is unknown; choose one of: {', '.join(EXECUTORS)}")
+    ray_address = _text(merged, "ray_address", None)
+    if ray_address and executor != "ray":
+        raise UsageError("--ray-address goes with --executor ray")
+    store = _text(merged, "store", None)
+    if store and "://" not in store:
+        store = str(Path(store).resolve())  # the manifest records it for `reportgen site` from anywhere
+    if ray_address and not store:
+        raise UsageError("--executor ray --ray-address needs --store on a location every node reaches "
+                         "(s3://bucket/cache, or a folder every node mounts): workers write the analysis there")
+    shard = parse_shard(merged["shard"]) if merged.get("shard") is not None else None
+    if shard and executor != "local":
+        raise UsageError("--shard splits a build without an engine; give it without --executor ray")
     return BuildConfig(
         models=tuple(dict.fromkeys(m.strip() for m in models)),
         weights=_text(merged, "weights", "auto"),
@@ -242,7 +265,24 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
         seed=seed,
         out=Path(_text(merged, "out", "report")),
         site=site,
+        store=store,
+        executor=executor,
+        ray_address=ray_address,
+        shard=shard,
     )
+
+
+def parse_shard(spec: Any) -> tuple[int, int]:
+    """``--shard i/N`` as ``(i, N)``, 0 <= i < N (as Slurm array and Kubernetes job indices count).
+
+    Raises:
+        UsageError: anything else.
+    """
+    text = str(spec).strip()
+    first, _, count = text.partition("/")
+    if not (first.isascii() and first.isdigit() and count.isascii() and count.isdigit()) or not 0 <= int(first) < int(count):
+        raise UsageError(f"--shard {text!r} must be i/N with 0 <= i < N, e.g. 0/4 for the first of four shards")
+    return int(first), int(count)
 
 
 def _count_or_all(value: Any, key: str) -> int | None:

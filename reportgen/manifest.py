@@ -64,8 +64,9 @@ def write_manifest(out: Path, manifest: dict) -> None:
     atomic_write(Path(out) / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
 
 
-def merge_model(manifest: dict | None, entry: dict) -> dict:
-    """Put ``entry`` into ``manifest`` (replacing a model of the same name, keeping the others)."""
+def merge_model(manifest: dict | None, entry: dict, store: str | None = None) -> dict:
+    """Put ``entry`` into ``manifest`` (replacing a model of the same name, keeping the others);
+    ``store`` is where its renders are kept when not in ``OUT/.cache`` (``--store``)."""
     manifest = manifest or {"models": []}
     models = [m for m in manifest.get("models", []) if m["name"] != entry["name"]]
     models.append(entry)
@@ -74,5 +75,6 @@ def merge_model(manifest: dict | None, entry: dict) -> dict:
         "reportgen": __version__,
         "title": "reportgen: " + ", ".join(m["name"] for m in models),
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "store": store,
         "models": models,
     }

@@ -24,11 +24,7 @@ from .errors import OutputDirError, StoreError, UsageError
 from .manifest import check_out, merge_model, prepare_out, read_manifest, write_manifest
 from .pages import slug, unit_image
 from .progress import Progress
-from .renders import layer_renders
 from .store import Store, atomic_write, exclusive
-
-REF_THUMBS_ON_MODEL_PAGE = 16  # reference images on the model page, and rows of each layer's map table
-LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
 
 
 @dataclass
@@ -59,23 +55,34 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
     Raises:
         ReportgenError subclasses for user mistakes (unknown model/layer/unit, bad weights or output).
     """
+    from .executors import make_executor
+
     started = time.perf_counter()
     progress = progress or Progress()
     check_out(config.out)
+    store = Store(config.store_root)
     plans = []  # every model, layer and unit is checked before anything is written or rendered
     for name in config.models:
         progress.stage(f"{name}: loading")
         plans.append(_plan(name, config))
     out = prepare_out(config.out)
-    store = Store(out / ".cache")
     report = BuildReport(out)
-    with exclusive(out), _disk_full_is_an_error(out):
-        manifest = read_manifest(out)
-        for plan in plans:
-            entry = build_model(plan, config, store, progress, report)
-            manifest = merge_model(manifest, entry)
-            write_manifest(out, manifest)  # after each model, so a later failure keeps this one
-        publish(out, manifest, store, report, site=config.site)
+    executor = make_executor(config.executor, config.ray_address)
+    try:
+        if config.shard:  # shards share a store, not a lock: each writes only whole, content-addressed files
+            with _disk_full_is_an_error(out):
+                for plan in plans:
+                    build_model(plan, config, store, progress, report, executor)
+        else:
+            with exclusive(out), _disk_full_is_an_error(out):
+                manifest = read_manifest(out)
+                for plan in plans:
+                    entry = build_model(plan, config, store, progress, report, executor)
+                    manifest = merge_model(manifest, entry, config.store)
+                    write_manifest(out, manifest)  # after each model, so a later failure keeps this one
+                publish(out, manifest, store, report, site=config.site)
+    finally:
+        executor.close()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -123,7 +130,7 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
         )
     report = BuildReport(Path(out))
     with exclusive(Path(out)), _disk_full_is_an_error(Path(out)):
-        publish(Path(out), manifest, Store(Path(out) / ".cache"), report, site=site)
+        publish(Path(out), manifest, Store(manifest.get("store") or Path(out) / ".cache"), report, site=site)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -155,66 +162,77 @@ def _plan(name: str, config: BuildConfig) -> Plan:
     return Plan(loaded, layers, units, time.perf_counter() - started)
 
 
-def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progress, report: BuildReport) -> dict:
-    """Analyse and render one planned model's selected units and return its manifest entry."""
+def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progress, report: BuildReport,
+                executor=None) -> dict | None:
+    """Analyse and render one planned model's selected units and return its manifest entry
+    (``None`` for a ``--shard`` build, which only renders its share of the jobs).
+
+    Every render is planned first (``renders.plan``: keys, cached renders, jobs for the rest),
+    then ``executor`` (default: in this process) runs the jobs, and the entry is made from the store.
+    """
     import timm
     import torch
 
     from .analysis import stage
     from .analysis.references import folder_references, skimage_references
+    from .executors import LocalExecutor
+    from .optvis.objectives import LOGITS
     from .optvis.render import class_settings
+    from .renders import PHOTO_KINDS, plan as plan_renders
 
+    executor = executor or LocalExecutor()
     loaded, layers, units, name = plan.loaded, plan.layers, plan.units, plan.loaded.name
     modules = [layer.module for layer in layers]
     timings: dict[str, float] = {"load": plan.load_seconds}
+    neurons = {m: units[m][:config.neurons] for m in modules}
+    variants = {m: units[m][:config.variants] for m in modules}
+    classes = class_ids(getattr(loaded.module, "num_classes", 0) or 0, config.classes)
 
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
-    stats, arrays = stage.reference_stats(loaded, modules, refs, store, progress)
-    grid_images = [int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]]
-    grid_units = {m: units[m][:LAYER_MAP_UNITS] for m in modules}
-    pairs = {m: stage.map_pairs(stats[m], grid_images, grid_units[m], units[m]) for m in modules}
-    shown = list(dict.fromkeys(grid_images + [i for m in modules for i, _ in pairs[m]]))  # images pages show
-    progress.stage(f"{name}: activation maps")
-    maps_key = stage.reference_maps(loaded, pairs, refs, store)
-    progress.stage(f"{name}: receptive fields")
-    fields = stage.receptive_fields(loaded, layers, store)
-    erf_key, erfs = stage.effective_fields(loaded, modules, refs, arrays["used"], store)
-    neurons = {m: units[m][:config.neurons] for m in modules}
-    variants = {m: units[m][:config.variants] for m in modules}
-    boxes = stage.neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad, store)
-    magnitude = stage.maco_magnitude(refs, arrays["used"], config.render.size, store) \
-        if config.render.param == "maco" else None
-    photos = stage.canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
-    labels = stage.imagenet_labels(loaded.module)
-    classes = class_ids(getattr(loaded.module, "num_classes", 0) or 0, config.classes)
+    progress.stage(f"{name}: analysis")
+    analysis = executor.analyze(loaded, stage.analyze, layers, units, neurons, config, refs, store, progress=progress)
     timings["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    total = len(classes) + sum(len(units[m]) + len(neurons[m]) + 3 * len(variants[m]) + 2 * len(photos)
+    total = len(classes) + sum(len(units[m]) + len(neurons[m]) + 3 * len(variants[m]) + 2 * len(analysis.photos)
                                for m in modules)
     rendered_before = report.rendered
     progress.begin(total, name)
+    sets = {}  # (kind, layer) -> RenderSet, in the order a local build renders them
+    for m in modules:
+        for kind, ids in (("channel", units[m]), ("neuron", neurons[m]), ("second-seed", variants[m]),
+                          ("negative", variants[m]), ("diversity", variants[m])):
+            sets[kind, m] = plan_renders(loaded, kind, m, ids, config, store, report, progress,
+                                         box=analysis.boxes.get(m) if kind == "neuron" else None)
+        for kind in PHOTO_KINDS:
+            sets[kind, m] = plan_renders(loaded, kind, m, sorted(analysis.photos), config, store, report, progress,
+                                         photos=analysis.photos)
+    sets["class", LOGITS] = plan_renders(loaded, "class", LOGITS, classes, config, store, report, progress,
+                                         names=analysis.labels)
+    jobs = [job for rendered in sets.values() for job in rendered.jobs]
+    if config.shard:
+        jobs = [job for job in jobs if shard_of(job, config.shard[1]) == config.shard[0]]
+    executor.run(loaded, jobs, analysis.magnitude, progress,
+                 lambda job, results, seconds: sets[job.kind, job.layer].store(store, job, results, seconds, report))
+    progress.end()
+    if config.shard:  # no entry: the build without --shard makes it once every shard is done
+        report.failed.extend(f"{name} {job.layer} {job.kind} {i}" for job in jobs for i in job.todo
+                             if sets[job.kind, job.layer].found[i] is None)
+        return None
+
     layer_entries = []
     for layer in layers:
         m = layer.module
-        progress.stage(f"{name} {m}")
-
-        def renders(kind, channels, **kw):
-            return layer_renders(loaded, m, channels, kind, config, store, progress, report, magnitude=magnitude, **kw)
-
-        channels = renders("channel", units[m])
-        entry = _layer_entry(name, layer, channels, stats[m], report, config.seed)
-        _add_neurons(name, entry, renders("neuron", neurons[m], box=boxes.get(m)), boxes.get(m), stats[m], report)
-        _add_variants(loaded, entry, channels,
-                      {kind: renders(kind, variants[m]) for kind in ("second-seed", "negative", "diversity")}, report)
-        entry["dreams"] = _dreams(loaded, m, photos, config, store, progress, report)
-        entry.update(rf=fields[m].to_dict(), erf={**erfs[m], "key": erf_key},
-                     maps={"key": maps_key, "images": grid_images, "units": grid_units[m]})
+        entry = _layer_entry(name, layer, sets["channel", m].found, analysis.stats[m], report, config.seed)
+        _add_neurons(name, entry, sets["neuron", m].found, analysis.boxes.get(m), analysis.stats[m], report)
+        _add_variants(loaded, entry, sets["channel", m].found,
+                      {kind: sets[kind, m].found for kind in ("second-seed", "negative", "diversity")}, report)
+        entry["dreams"] = _dreams(loaded, m, sets["dream", m].found, sets["inversion", m].found, report)
+        entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
+                     maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
         layer_entries.append(entry)
-    progress.stage(f"{name}: class visualizations")
-    class_entries = _classes(loaded, classes, labels, config, store, progress, report, magnitude)
-    progress.end()
+    class_entries = _classes(loaded, classes, sets["class", LOGITS].found, analysis.labels, report)
     timings["render"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
     for step in ("load", "analysis", "render"):
@@ -222,6 +240,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
 
     ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
     rendered = report.rendered - rendered_before
+    arrays = analysis.arrays
     report.skipped.extend(f"{name}: {s}" for s in arrays["skipped"])
     return {
         "name": name,
@@ -229,6 +248,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         "weights": {**vars(loaded.weights), "description": loaded.weights.describe()},
         "preprocess": vars(loaded.preprocess),
         "device": str(loaded.device),
+        "executor": executor.name,
         "settings": config.to_dict(),
         "seed": config.seed,
         "versions": {"reportgen": __version__, "torch": torch.__version__, "timm": timm.__version__,
@@ -247,10 +267,19 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         "references": {
             "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
             "used": len(arrays["used"]),
-            "images": stage.reference_entries(loaded, refs, arrays, shown, store),
+            "images": stage.reference_entries(loaded, refs, arrays, analysis.shown, store),
         },
         "layers": layer_entries,
     }
+
+
+def shard_of(job, count: int) -> int:
+    """Which of ``count`` shards renders ``job``: a hash of its kind, layer and first id, so every
+    shard agrees whatever each has found in the store already."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{job.kind}|{job.layer}|{job.ids[0]}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % count
 
 
 def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int) -> dict:
@@ -371,18 +400,10 @@ def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], r
         entry["seed_baseline"] = cross_agreement(loaded, entry["module"], shown, [channels[c].image() for c in shown])
 
 
-def _dreams(loaded, layer: str, photos: dict, config: BuildConfig, store: Store, progress, report: BuildReport) -> list:
+def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildReport) -> list:
     """DeepDream and feature inversion of each photo at ``layer``: keys and how far each went."""
-    from .renders import photo_renders
-
-    if not photos:
-        return []
-    pixels = {i: p for i, (p, _) in photos.items()}
-    digests = {i: d for i, (_, d) in photos.items()}
-    dreams = photo_renders(loaded, layer, "dream", pixels, digests, config, store, progress, report)
-    inversions = photo_renders(loaded, layer, "inversion", pixels, digests, config, store, progress, report)
     entries = []
-    for i in sorted(photos):
+    for i in sorted(dreams):
         dream, inversion = dreams[i], inversions[i]
         for kind, stored in (("DeepDream", dream), ("inversion", inversion)):
             if stored is None:
@@ -415,18 +436,15 @@ def class_ids(num_classes: int, count: int) -> list[int]:
     return sorted({round(i * (num_classes - 1) / max(count - 1, 1)) for i in range(min(count, num_classes))})
 
 
-def _classes(loaded, classes: list[int], labels: dict, config: BuildConfig, store: Store, progress,
-             report: BuildReport, magnitude) -> list[dict]:
+def _classes(loaded, classes: list[int], found: dict, labels: dict, report: BuildReport) -> list[dict]:
     """Class visualizations and what the model itself predicts on each (its top class and probability)."""
     import numpy as np
     import torch
 
     from .analysis.activations import model_input
-    from .renders import class_renders
 
     if not classes:
         return []
-    found = class_renders(loaded, classes, labels, config, store, progress, report, magnitude=magnitude)
     done = [c for c in classes if found[c] is not None]
     predictions = {}
     if done:

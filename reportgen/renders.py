@@ -1,6 +1,6 @@
-"""The renders a build makes, each read from the store when it is there and made (in batches) when not.
+"""The renders a build makes: planned as jobs, run by an executor, stored as they arrive.
 
-Per layer and unit, one of ``KINDS``:
+Per layer and unit, one of ``UNIT_KINDS``:
 
 - ``channel``: the unit's whole channel, maximized (the render every unit gets);
 - ``neuron``: its centre neuron, optimizing only the pixels of its receptive-field box;
@@ -8,144 +8,170 @@ Per layer and unit, one of ``KINDS``:
 - ``negative``: the channel minimized (what the unit hates);
 - ``diversity``: ``DIVERSITY_K`` variants pushed apart, stored side by side as one strip.
 
-Per model: class visualizations (a class logit, maximized). Per layer and reference photo: DeepDream
-and feature inversion. Channel renders also store the unit's mean under held-out perturbations
-(``optvis.trust``), and every render whether it is flat.
+Per model: ``class`` visualizations (a class logit, maximized). Per layer and reference photo:
+``dream`` (DeepDream) and ``inversion``. Channel renders also store the unit's mean under held-out
+perturbations (``optvis.trust``), and every render whether it is flat.
+
+A build first *plans* (``plan``): every render's store key, the ids cut into fixed chunks of the
+batch size, and a ``RenderJob`` for each chunk with any render missing. A resumed or distributed
+build therefore batches every unit as an uninterrupted local one does, and its images are the same
+to the bit (batched convolutions may differ in the last bits from unbatched ones). An executor
+(``executors.py``) runs the jobs with ``run_job``, here or on workers, and the driver stores each
+job's results as they arrive (``RenderSet.store``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .config import RenderSettings
 from .store import Store, StoredRender
 
-KINDS = ("channel", "neuron", "second-seed", "negative", "diversity")
+UNIT_KINDS = ("channel", "neuron", "second-seed", "negative", "diversity")
+PHOTO_KINDS = ("dream", "inversion")
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 
 
-def layer_renders(loaded, layer: str, channels: list[int], kind: str, config, store: Store, progress, report,
-                  box: tuple[int, int, int, int] | None = None, magnitude=None) -> dict[int, StoredRender | None]:
-    """Stored renders of kind ``kind`` for ``channels`` of ``layer`` (``None`` where one failed);
-    ``box`` is a neuron render's receptive field, ``magnitude`` a ``maco`` render's spectrum.
+@dataclass(frozen=True)
+class RenderJob:
+    """One batch to optimize: ``kind`` renders of ``ids`` (a whole chunk) of ``layer``, of which
+    ``todo`` are missing from the store. ``box`` is a neuron render's receptive field, ``names``
+    the class names of a class job, ``photos`` the canvas-sized photos of a dream or inversion job
+    (one per id)."""
 
-    Batches are fixed chunks of the layer's units, and a chunk with any unit missing is rendered
-    whole: a resumed build batches every unit as an uninterrupted one would, so its images are the
-    same to the bit (batched convolutions may differ in the last bits from unbatched ones).
-    """
-    from .optvis.render import DIVERSITY_K, DIVERSITY_WEIGHT, choose_batch
-
-    if not channels:
-        return {}
-    unit = {"neuron": {"box": list(box) if box else None},
-            "diversity": {"k": DIVERSITY_K, "weight": DIVERSITY_WEIGHT}}.get(kind, {})
-    keys = {c: Store.render_key(loaded.name, loaded.weights.digest, layer, c, config.render.to_dict(), config.seed,
-                                vars(loaded.preprocess), unit=_unit_spec(kind, c, unit)) for c in channels}
-    batch = choose_batch(loaded, layer, config.render, len(channels), config.batch)
-    if kind == "diversity":
-        batch = max(1, batch // DIVERSITY_K)
-
-    def run(chunk, settings, on_step):
-        return _render(loaded, layer, chunk, kind, settings, config.seed, box, magnitude, on_step)
-
-    return cached(store, keys, channels, run, config.render, batch, progress, report,
-                  meta={"model": loaded.name, "layer": layer, "kind": kind})
+    kind: str
+    layer: str
+    ids: tuple[int, ...]
+    todo: tuple[int, ...]
+    settings: RenderSettings
+    seed: int
+    box: tuple[int, int, int, int] | None = None
+    names: tuple[str, ...] = ()
+    photos: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
 
-def class_renders(loaded, classes: list[int], names: dict[int, str], config, store: Store, progress, report,
-                  magnitude=None) -> dict[int, StoredRender | None]:
-    """Stored class visualizations of ``classes`` (logits maximized), in the build's parameterization
-    with the class transforms (``optvis.render.class_settings``)."""
-    from .optvis.render import class_settings, render_classes
+@dataclass
+class RenderSet:
+    """The renders of one kind for one layer (or the model's classes): their keys, what the store
+    already has, and the jobs that make the rest. ``found`` fills in as jobs are stored; a render
+    that failed stays ``None``."""
 
-    settings = class_settings(config.render)
-    keys = {c: Store.render_key(loaded.name, loaded.weights.digest, "logits", c, settings.to_dict(), config.seed,
-                                vars(loaded.preprocess), unit={"kind": "class", "index": c}) for c in classes}
+    kind: str
+    layer: str
+    model: str
+    keys: dict[int, str]
+    found: dict[int, StoredRender | None]
+    jobs: list[RenderJob]
 
-    def run(chunk, settings, on_step):
-        return render_classes(loaded, chunk, settings, config.seed, names=[names.get(c, "") for c in chunk],
-                              magnitude=magnitude, on_step=on_step)
-
-    return cached(store, keys, classes, run, settings, len(classes) or 1, progress, report,
-                  meta={"model": loaded.name, "layer": "logits", "kind": "class"})
-
-
-def photo_renders(loaded, layer: str, method: str, photos: dict[int, np.ndarray], digests: dict[int, str], config,
-                  store: Store, progress, report) -> dict[int, StoredRender | None]:
-    """DeepDream (``method="dream"``) or feature inversion (``"inversion"``) of each reference photo
-    (by image index, already at the canvas size) at ``layer``."""
-    from .optvis.dream import deep_dream, invert
-
-    indices = sorted(photos)
-    keys = {i: Store.render_key(loaded.name, loaded.weights.digest, layer, i, config.render.to_dict(), config.seed,
-                                vars(loaded.preprocess), unit={"kind": method, "photo": digests[i]}) for i in indices}
-    function = deep_dream if method == "dream" else invert
-
-    def run(chunk, settings, on_step):
-        return function(loaded, layer, [photos[i] for i in chunk], settings, config.seed, indices=chunk,
-                        on_step=on_step)
-
-    return cached(store, keys, indices, run, config.render, len(indices) or 1, progress, report,
-                  meta={"model": loaded.name, "layer": layer, "kind": method})
-
-
-def cached(store: Store, keys: dict, ids: Sequence, run: Callable, settings, batch: int, progress, report,
-           meta: dict) -> dict:
-    """The store's render for each of ``ids`` (by ``keys``), rendering missing ones with
-    ``run(chunk, settings, on_step)`` in fixed chunks of ``batch``; a chunk that produced NaN or
-    inf is retried once at a tenth of the learning rate. Failed renders map to ``None`` and are
-    not stored (the next build tries again)."""
-    found = {i: store.get_render(keys[i]) for i in ids}
-    missing = {i for i in ids if found[i] is None}
-    report.cached += len(ids) - len(missing)
-    progress.advance(len(ids) - len(missing))
-    for start in range(0, len(ids), batch):
-        chunk = list(ids[start:start + batch])
-        todo = [i for i in chunk if i in missing]
-        if not todo:
-            continue
-        share = len(todo) / settings.steps
-        started = time.perf_counter()
-        results = run(chunk, settings, lambda _s: progress.advance(share))
-        failed = [r.channel for r in results if not r.ok and r.channel in missing]
-        if failed:
-            gentler = dataclasses.replace(settings, lr=settings.lr * RETRY_LR_FACTOR)
-            retried = {r.channel: r for r in run(failed, gentler, None)}
-            results = [retried.get(r.channel, r) for r in results]
-        seconds = (time.perf_counter() - started) / len(chunk)
+    def store(self, store: Store, job: RenderJob, results: Sequence, seconds: float, report) -> None:
+        """Store a finished job's results (those of ``job.todo``): ``seconds`` is its wall time."""
+        per_unit = seconds / max(1, len(job.ids))
         for result in results:
-            if result.channel not in missing:
-                continue  # rendered again only to keep its batch whole; the stored one is identical
             report.rendered += 1
             if not result.ok:
                 continue
-            found[result.channel] = store.put_render(keys[result.channel], result.image, {
-                **meta, "channel": result.channel, "seed": result.seed, "activation": result.activation,
-                "curve": result.curve, "objective": result.objective, "flat": result.flat, **result.extra,
-                "lr": settings.lr * (RETRY_LR_FACTOR if result.channel in failed else 1.0),
-                "seconds": round(seconds, 3),
+            self.found[result.channel] = store.put_render(self.keys[result.channel], result.image, {
+                "model": self.model, "layer": self.layer, "kind": self.kind, "channel": result.channel,
+                "seed": result.seed, "activation": result.activation, "curve": result.curve,
+                "objective": result.objective, "flat": result.flat, **result.extra, "seconds": round(per_unit, 3),
             })
-    return found
 
 
-def _render(loaded, layer, chunk, kind, settings, seed, box, magnitude, on_step):
-    """One chunk of renders of ``kind``; channel renders also get their perturbed means."""
+def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store, report, progress,
+         box: tuple[int, int, int, int] | None = None, names: dict[int, str] | None = None,
+         photos: dict[int, tuple[np.ndarray, str]] | None = None) -> RenderSet:
+    """Key every render of ``kind`` for ``ids`` of ``layer``, read those the store has, and make a
+    job for each chunk with any missing. ``box``: a neuron render's receptive field; ``names``:
+    class names by class id; ``photos``: ``{index: (canvas-sized photo, digest)}`` for dreams and
+    inversions. Found renders count as cached and advance ``progress``."""
+    from .optvis.objectives import LOGITS
+    from .optvis.render import DIVERSITY_K, choose_batch, class_settings
+
+    ids = list(ids)
+    settings = class_settings(config.render) if kind == "class" else config.render
+    keys = {i: Store.render_key(loaded.name, loaded.weights.digest, LOGITS if kind == "class" else layer, i,
+                                settings.to_dict(), config.seed, vars(loaded.preprocess),
+                                unit=_unit_spec(kind, i, box, photos)) for i in ids}
+    found = {i: store.get_render(keys[i]) for i in ids}
+    cached = sum(stored is not None for stored in found.values())
+    report.cached += cached
+    progress.advance(cached)
+    if kind in UNIT_KINDS:
+        batch = choose_batch(loaded, layer, settings, len(ids), config.batch)
+        batch = max(1, batch // DIVERSITY_K) if kind == "diversity" else batch
+    else:  # classes, dreams and inversions: one batch
+        batch = max(1, len(ids))
+    jobs = []
+    for start in range(0, len(ids), batch):
+        chunk = tuple(ids[start:start + batch])
+        todo = tuple(i for i in chunk if found[i] is None)
+        if todo:
+            jobs.append(RenderJob(kind, LOGITS if kind == "class" else layer, chunk, todo, settings, config.seed,
+                                  box=None if box is None else tuple(box),
+                                  names=tuple((names or {}).get(i, "") for i in chunk) if kind == "class" else (),
+                                  photos=tuple(photos[i][0] for i in chunk) if photos else ()))
+    return RenderSet(kind, LOGITS if kind == "class" else layer, loaded.name, keys, found, jobs)
+
+
+def run_job(loaded, job: RenderJob, magnitude=None, on_step: Callable[[int], None] | None = None) -> list:
+    """Render ``job`` (worker side) and return the ``RenderResult`` of each id in ``job.todo``.
+
+    The whole chunk is optimized, so that its batch is the one an uninterrupted build uses; a chunk
+    that produced NaN or inf is optimized again at a tenth of the learning rate for the failed ids.
+    ``magnitude`` is the spectrum of a ``maco`` build.
+    """
+    results = _render(loaded, job, job.settings, magnitude, on_step)
+    for result in results:
+        result.extra["lr"] = job.settings.lr
+    failed = [r.channel for r in results if not r.ok and r.channel in job.todo]
+    if failed:
+        gentler = dataclasses.replace(job.settings, lr=job.settings.lr * RETRY_LR_FACTOR)
+        keep = [i for i, c in enumerate(job.ids) if c in failed]
+        retry = dataclasses.replace(job, ids=tuple(failed), todo=tuple(failed),
+                                    names=tuple(job.names[i] for i in keep) if job.names else (),
+                                    photos=tuple(job.photos[i] for i in keep) if job.photos else ())
+        retried = {r.channel: r for r in _render(loaded, retry, gentler, magnitude, None)}
+        for result in retried.values():
+            result.extra["lr"] = gentler.lr
+        results = [retried.get(r.channel, r) for r in results]
+    return [r for r in results if r.channel in job.todo]
+
+
+def run_timed(loaded, job: RenderJob, magnitude=None, on_step=None) -> tuple[list, float]:
+    """``run_job`` and its wall time in seconds."""
+    started = time.perf_counter()
+    results = run_job(loaded, job, magnitude, on_step)
+    return results, time.perf_counter() - started
+
+
+def _render(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step) -> list:
+    """One chunk of ``job.kind`` renders with ``settings``; channel renders also get their perturbed means."""
     from .optvis import render
+    from .optvis.dream import deep_dream, invert
     from .optvis.objectives import Channel
     from .optvis.trust import perturbed_scores
 
+    kind, layer, chunk, seed = job.kind, job.layer, list(job.ids), job.seed
     if kind == "neuron":
-        return render.render_neurons(loaded, layer, chunk, settings, seed, box=box, on_step=on_step)
+        return render.render_neurons(loaded, layer, chunk, settings, seed, box=job.box, on_step=on_step)
     if kind == "negative":
         return render.render_negatives(loaded, layer, chunk, settings, seed, on_step=on_step, magnitude=magnitude)
     if kind == "diversity":
         groups = render.render_diversity(loaded, layer, chunk, settings, seed, on_step=on_step, magnitude=magnitude)
         return [render.side_by_side(group) for group in groups]
+    if kind == "class":
+        return render.render_classes(loaded, chunk, settings, seed, names=job.names, magnitude=magnitude,
+                                     on_step=on_step)
+    if kind in PHOTO_KINDS:
+        function = deep_dream if kind == "dream" else invert
+        return function(loaded, layer, list(job.photos), settings, seed, indices=chunk, on_step=on_step)
     if kind not in ("channel", "second-seed"):
-        raise ValueError(f"unknown render kind {kind!r}; use one of {', '.join(KINDS)}")
+        raise ValueError(f"unknown render kind {kind!r}; use one of {', '.join((*UNIT_KINDS, 'class', *PHOTO_KINDS))}")
     results = render.render_channels(loaded, layer, chunk, settings, seed + (kind == "second-seed"), on_step=on_step,
                                      magnitude=magnitude)
     perturbed = perturbed_scores(loaded, Channel(layer, tuple(chunk)), [r.image for r in results])
@@ -154,6 +180,14 @@ def _render(loaded, layer, chunk, kind, settings, seed, box, magnitude, on_step)
     return results
 
 
-def _unit_spec(kind: str, channel: int, extra: dict) -> dict:
+def _unit_spec(kind: str, index: int, box, photos) -> dict:
     """What a render optimizes, as it enters the cache key (a channel's key is unchanged since v2)."""
-    return {"kind": kind, "index": channel, **extra}
+    from .optvis.render import DIVERSITY_K, DIVERSITY_WEIGHT
+
+    if kind == "neuron":
+        return {"kind": kind, "index": index, "box": list(box) if box else None}
+    if kind == "diversity":
+        return {"kind": kind, "index": index, "k": DIVERSITY_K, "weight": DIVERSITY_WEIGHT}
+    if kind in PHOTO_KINDS:
+        return {"kind": kind, "photo": photos[index][1]}
+    return {"kind": kind, "index": index}

@@ -81,7 +81,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                     "description": "random initialization (no pretrained weights)"},
         "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 64, 64],
                        "interpolation": "bicubic", "crop_pct": 0.9},
-        "device": "cpu", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "variant_count": 1, "median_ratio": 1.0,
+        "device": "cpu", "executor": "local", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "variant_count": 1, "median_ratio": 1.0,
         "median_perturbed_ratio": 1.0,
         "classes": [{"class": 1, "label": "goldfish", "key": put("c" * 64), "logit": 9.0, "flat": False, "prob": 0.75,
                      "top": 1, "top_label": "goldfish"},

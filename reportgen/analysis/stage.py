@@ -11,14 +11,65 @@ build reads everything back; a corrupt entry is simply computed again.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..progress import Progress
 from ..store import Store, canonical_key
 from .activations import LayerStats
 
 EFFECTIVE_FIELD_IMAGES = 8  # reference images the effective receptive field is averaged over
+REF_THUMBS_ON_MODEL_PAGE = 16  # reference images on the model page, and rows of each layer's map table
+LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
+
+
+@dataclass
+class Analysis:
+    """What a build knows of a model before it renders: per-layer statistics over the reference
+    images (``stats``, and the stored ``arrays`` with ``used``, ``skipped`` and ``predictions``),
+    which activation maps the pages show (``grid_images``, ``grid_units``, ``shown`` images, the
+    maps under ``maps_key``), receptive fields (``fields``, ``erfs`` under ``erf_key``, the centre
+    neurons' ``boxes``), the ``maco`` spectrum, the canvas-sized ``photos`` to dream on, and the
+    class ``labels``."""
+
+    stats: dict[str, LayerStats]
+    arrays: dict[str, np.ndarray]
+    grid_images: list[int]
+    grid_units: dict[str, list[int]]
+    shown: list[int]
+    maps_key: str
+    fields: dict[str, Any]
+    erf_key: str
+    erfs: dict[str, dict]
+    boxes: dict[str, tuple[int, int, int, int]]
+    magnitude: Any
+    photos: dict[int, tuple[np.ndarray, str]]
+    labels: dict[int, str]
+
+
+def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str, list[int]], config, refs,
+            store: Store, progress: Progress | None = None) -> Analysis:
+    """The analysis stage of one model's build, every step cached in ``store`` (an executor may run
+    it on a worker: everything it needs comes in as arguments, everything it finds goes out)."""
+    progress = progress or Progress()
+    name, modules = loaded.name, [layer.module for layer in layers]
+    stats, arrays = reference_stats(loaded, modules, refs, store, progress)
+    grid_images = [int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]]
+    grid_units = {m: units[m][:LAYER_MAP_UNITS] for m in modules}
+    pairs = {m: map_pairs(stats[m], grid_images, grid_units[m], units[m]) for m in modules}
+    shown = list(dict.fromkeys(grid_images + [i for m in modules for i, _ in pairs[m]]))  # images pages show
+    progress.stage(f"{name}: activation maps")
+    maps_key = reference_maps(loaded, pairs, refs, store)
+    progress.stage(f"{name}: receptive fields")
+    fields = receptive_fields(loaded, layers, store)
+    erf_key, erfs = effective_fields(loaded, modules, refs, arrays["used"], store)
+    boxes = neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad, store)
+    magnitude = maco_magnitude(refs, arrays["used"], config.render.size, store) if config.render.param == "maco" else None
+    photos = canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
+    return Analysis(stats, arrays, grid_images, grid_units, shown, maps_key, fields, erf_key, erfs, boxes, magnitude,
+                    photos, imagenet_labels(loaded.module))
 
 
 def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
