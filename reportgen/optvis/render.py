@@ -27,7 +27,7 @@ from ..models import LoadedModel
 from .objectives import LOGITS, Channel, ClassLogit, Diversity, Neuron, Objective, evaluate
 from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
-from .transforms import normalize, random_affine
+from .transforms import random_affine
 
 CURVE_POINTS = 32  # the optimization curve is kept at this many evenly spaced steps
 REDIRECT_STEPS = 16  # ReLU gradients are redirected for these first steps (as Lucid does)
