@@ -186,7 +186,8 @@ def render(model, layer, unit, neuron, weights, preset, size, steps, device, see
 @click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
 @_handle_errors
 def site(out):
-    """Re-write pages and rebuild the site from stored results (no optimization)."""
+    """Re-write pages and rebuild the site from stored results (no optimization); after a
+    `--shard` build, assemble its pages once every shard has finished."""
     from .pipeline import rebuild_site
 
     report = rebuild_site(out)

@@ -159,6 +159,33 @@ class BuildConfig:
             "seed": self.seed,
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """Every field, JSON-ready, for ``from_record`` (a shard records its build this way)."""
+        return json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> BuildConfig:
+        """The config ``to_record`` wrote."""
+        units, render = record["units"], record["render"]
+        return cls(**{
+            **record,
+            "models": tuple(record["models"]),
+            "units": UnitSpec(first=units["first"], ids=None if units["ids"] is None else tuple(units["ids"])),
+            "render": RenderSettings(**{**render, "scales": tuple(render["scales"])}),
+            "images": Path(record["images"]) if record["images"] else None,
+            "out": Path(record["out"]),
+            "shard": tuple(record["shard"]) if record["shard"] else None,
+        })
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with paths as strings and tuples as lists."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
 
 CONFIG_KEYS = {
     "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "images", "preset", "size",

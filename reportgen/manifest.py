@@ -45,7 +45,8 @@ def prepare_out(out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text(f"reportgen {__version__}\n", encoding="utf-8")
         # Commit mkdocs.yml, docs/ and manifest.json to publish with a workflow; the rest is local.
-        (out / ".gitignore").write_text(".cache/\nsite/\ndocs.new/\ndocs.old/\n.reportgen.lock\n", encoding="utf-8")
+        (out / ".gitignore").write_text(".cache/\nsite/\ndocs.new/\ndocs.old/\nshards/\n.reportgen.lock\n",
+                                        encoding="utf-8")
     except OSError as exc:
         raise OutputDirError(f"--out {out} cannot be written ({exc.strerror or exc})") from None
     return out
@@ -62,6 +63,17 @@ def read_manifest(out: Path) -> dict | None:
 
 def write_manifest(out: Path, manifest: dict) -> None:
     atomic_write(Path(out) / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
+
+
+def write_shard_record(out: Path, config: dict, shard: tuple[int, int]) -> None:
+    """Mark shard ``i/N`` of a build as finished: ``OUT/shards/i-of-N.json`` holds its config
+    (``BuildConfig.to_record``), from which ``reportgen site`` assembles the pages."""
+    atomic_write(Path(out) / "shards" / f"{shard[0]}-of-{shard[1]}.json", json.dumps(config, indent=1).encode("utf-8"))
+
+
+def read_shard_records(out: Path) -> list[dict]:
+    """The configs of the finished shards in ``out`` (none: not a sharded build)."""
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted((Path(out) / "shards").glob("*-of-*.json"))]
 
 
 def merge_model(manifest: dict | None, entry: dict, store: str | None = None) -> dict:

@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import math
 import platform
+import shutil
 import statistics
 import time
 from contextlib import contextmanager
@@ -21,7 +22,8 @@ from typing import Any, Iterator
 from . import __version__
 from .config import BuildConfig
 from .errors import OutputDirError, StoreError, UsageError
-from .manifest import check_out, merge_model, prepare_out, read_manifest, write_manifest
+from .manifest import (check_out, merge_model, prepare_out, read_manifest, read_shard_records, write_manifest,
+                       write_shard_record)
 from .pages import slug, unit_image
 from .progress import Progress
 from .store import Store, atomic_write, exclusive
@@ -49,8 +51,11 @@ class BuildReport:
 
 # ---------------------------------------------------------------- build
 
-def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
+def build(config: BuildConfig, progress: Progress | None = None, render: bool = True) -> BuildReport:
     """Render every selected unit of every model in ``config``, then write pages and the site.
+
+    With ``render=False`` nothing is optimized: every render must be in the store already (the
+    assembly of a sharded build).
 
     Raises:
         ReportgenError subclasses for user mistakes (unknown model/layer/unit, bad weights or output).
@@ -73,11 +78,13 @@ def build(config: BuildConfig, progress: Progress | None = None) -> BuildReport:
             with _disk_full_is_an_error(out):
                 for plan in plans:
                     build_model(plan, config, store, progress, report, executor)
+                if not report.failed:
+                    write_shard_record(out, config.to_record(), config.shard)
         else:
             with exclusive(out), _disk_full_is_an_error(out):
                 manifest = read_manifest(out)
                 for plan in plans:
-                    entry = build_model(plan, config, store, progress, report, executor)
+                    entry = build_model(plan, config, store, progress, report, executor, render=render)
                     manifest = merge_model(manifest, entry, config.store)
                     write_manifest(out, manifest)  # after each model, so a later failure keeps this one
                 publish(out, manifest, store, report, site=config.site)
@@ -117,10 +124,13 @@ def publish(out: Path, manifest: dict, store: Store, report: BuildReport, site: 
 
 def rebuild_site(out: Path, site: bool = True) -> BuildReport:
     """``reportgen site``: pages and site again from the stored manifest; no model is loaded.
+    After a ``--shard`` build (finished shards recorded in ``out``), the assembly of its pages.
 
     Raises:
-        StoreError: there is no manifest in ``out``.
+        StoreError: there is no manifest in ``out``; a shard has not finished.
     """
+    if read_shard_records(out):
+        return assemble_shards(out, site=site)
     started = time.perf_counter()
     manifest = read_manifest(out)
     if manifest is None:
@@ -132,6 +142,30 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
     with exclusive(Path(out)), _disk_full_is_an_error(Path(out)):
         publish(Path(out), manifest, Store(manifest.get("store") or Path(out) / ".cache"), report, site=site)
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def assemble_shards(out: Path, site: bool = True) -> BuildReport:
+    """``reportgen site`` after a ``--shard i/N`` build: once all N shards are recorded as finished
+    in ``out``, the build once more from their config, without its shard, rendering nothing.
+
+    Raises:
+        StoreError: a shard has not finished, or the shards were built with different settings.
+    """
+    configs = [BuildConfig.from_record(record) for record in read_shard_records(out)]
+    common = {dataclasses.replace(c, shard=None) for c in configs}
+    if len(common) > 1 or len({c.shard[1] for c in configs}) > 1:
+        raise StoreError(f"the shards recorded in {Path(out) / 'shards'} were built with different settings or "
+                         "shard counts; give every shard the same flags, remove that folder and run them again")
+    count = configs[0].shard[1]
+    missing = sorted(set(range(count)) - {c.shard[0] for c in configs})
+    if missing:
+        raise StoreError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} have not finished (or had failed "
+                         f"units); run them again with the same flags, then `reportgen site --out {out}`")
+    # device "auto": pages need no GPU, and the device is not part of any render's key
+    config = dataclasses.replace(common.pop(), out=Path(out), site=site, device="auto")
+    report = build(config, render=False)
+    shutil.rmtree(Path(out) / "shards")  # assembled: `reportgen site` now rewrites from the manifest
     return report
 
 
@@ -163,9 +197,10 @@ def _plan(name: str, config: BuildConfig) -> Plan:
 
 
 def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progress, report: BuildReport,
-                executor=None) -> dict | None:
+                executor=None, render: bool = True) -> dict | None:
     """Analyse and render one planned model's selected units and return its manifest entry
-    (``None`` for a ``--shard`` build, which only renders its share of the jobs).
+    (``None`` for a ``--shard`` build, which only renders its share of the jobs). With
+    ``render=False``, a render missing from the store is an error (``StoreError``).
 
     Every render is planned first (``renders.plan``: keys, cached renders, jobs for the rest),
     then ``executor`` (default: in this process) runs the jobs, and the entry is made from the store.
@@ -213,6 +248,9 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     jobs = [job for rendered in sets.values() for job in rendered.jobs]
     if config.shard:
         jobs = [job for job in jobs if shard_of(job, config.shard[1]) == config.shard[0]]
+    if jobs and not render:
+        raise StoreError(f"{sum(len(job.todo) for job in jobs)} renders of {name} are not in the store "
+                         f"{store.root}; run the shards that make them again")
     executor.run(loaded, jobs, analysis.magnitude, progress,
                  lambda job, results, seconds: sets[job.kind, job.layer].store(store, job, results, seconds, report))
     progress.end()

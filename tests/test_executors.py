@@ -1,5 +1,6 @@
 """Executors: a build on a local Ray cluster equals the local build; a killed Ray worker is
-replaced and the build completes; shards into a shared store, then one build, equal one build."""
+replaced and the build completes; shards into a shared store, then one build (or, in one output
+folder, ``reportgen site``), equal one build."""
 
 import json
 import os
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 from reportgen.config import resolve_build_config
-from reportgen.errors import UsageError
-from reportgen.pipeline import build
+from reportgen.errors import StoreError, UsageError
+from reportgen.pipeline import build, rebuild_site
 from reportgen.store import Store
 
 ray = pytest.importorskip("ray")
@@ -151,6 +152,30 @@ def test_shards_into_a_shared_store_then_one_build_equal_one_build(tmp_path, loc
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["store"] == str(shared)
     assert not (out / ".cache" / "renders").exists()  # everything lives in the shared store
+
+
+def test_shards_into_one_out_then_reportgen_site_equal_one_build(tmp_path, local_build):
+    reference, local_report = local_build
+    out = tmp_path / "report"  # every shard writes here (a shared folder), store in OUT/.cache
+    assert build(config(out, shard="1/2")).exit_code == 0
+    with pytest.raises(StoreError, match=r"shard\(s\) 0/2 have not finished"):
+        rebuild_site(out, site=False)
+    record = json.loads((out / "shards" / "1-of-2.json").read_text())
+    fake = out / "shards" / "0-of-2.json"  # a shard that claims to be done but stored nothing
+    fake.write_text(json.dumps({**record, "shard": [0, 2]}))
+    with pytest.raises(StoreError, match="renders of test_efficientnet are not in the store"):
+        rebuild_site(out, site=False)
+    fake.write_text(json.dumps({**record, "shard": [0, 2], "seed": 1}))
+    with pytest.raises(StoreError, match="different settings"):
+        rebuild_site(out, site=False)
+    fake.unlink()
+    assert build(config(out, shard="0/2")).exit_code == 0
+    assert not (out / "manifest.json").exists()
+    final = rebuild_site(out, site=False)
+    assert final.rendered == 0 and final.cached == local_report.rendered and final.pages > 0
+    assert units_of(out)[1] == units_of(reference)[1]
+    assert not (out / "shards").exists()  # assembled: from now on `reportgen site` uses the manifest
+    assert rebuild_site(out, site=False).pages == final.pages
 
 
 @pytest.mark.parametrize("flags,needle", [
