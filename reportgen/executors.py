@@ -71,8 +71,12 @@ class RayExecutor:
         self.started_here = not ray.is_initialized()
         if self.started_here:
             try:
+                # A cluster started here runs its workers at the priority of a local build: Ray's default
+                # (worker_niceness 15) lets any other process on the machine take their CPU first.
+                joining = address or os.environ.get("RAY_ADDRESS")
+                system = None if joining else {"worker_niceness": 0}
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=False)
+                         logging_level="ERROR", configure_logging=False, _system_config=system)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise UsageError(f"--ray-address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]}); "
                                  "start one with `ray start --head`, or leave out --ray-address for a local one") from None

@@ -32,7 +32,8 @@ def cluster():
     set to match: CPU kernels round differently with a different number of threads."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             _system_config={"worker_niceness": 0})  # as RayExecutor starts a cluster
     yield
     ray.shutdown()
     torch.set_num_threads(threads)
