@@ -2,8 +2,8 @@
 
 Renders the same units of efficientnet_lite0 (real weights) with reportgen, torch-lucent,
 torch-dreams and horama, each called as benchmarks/speed.py calls it (as its documentation shows),
-at the same canvas size and step budget, and measures the final uint8 images the same way for
-every tool:
+at the same canvas size and step budget (by default the ``standard`` preset's: 224 px, 512 steps),
+and measures the final uint8 images the same way for every tool:
 
 - activation ratio: the unit's mean activation (pre-activation) on the render / its best mean
   activation over the scikit-image reference photographs (higher: the render excites it more);
@@ -21,7 +21,7 @@ photograph mean is positive. Peers install in a venv of their own: see
 benchmarks/requirements-peers.txt.
 
     OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 peers/bin/python benchmarks/quality.py \\
-        [--layers blocks.1.0,blocks.3.1,blocks.5.3] [--units 8] [--size 128] [--steps 128] \\
+        [--layers blocks.1.0,blocks.3.1,blocks.5.3] [--units 8] [--size 224] [--steps 512] \\
         [--reps 1] [--tools reportgen,torch-lucent,torch-dreams,horama]
 """
 
@@ -37,11 +37,11 @@ import traceback
 
 from speed import TOOLS, activations, high_frequency_share  # also sets OMP_WAIT_POLICY, quiets warnings
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from reportgen.analysis.activations import analyze_references  # noqa: E402
 from reportgen.analysis.references import center_crop, load_rgb, skimage_references  # noqa: E402
+from reportgen.config import PRESETS  # noqa: E402
 from reportgen.models import load_model  # noqa: E402
 from reportgen.optvis.trust import PERTURBATIONS, perturb, to_tensor  # noqa: E402
 
@@ -79,8 +79,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default="blocks.1.0,blocks.3.1,blocks.5.3")
     parser.add_argument("--units", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--size", type=int, default=PRESETS["standard"].size)
+    parser.add_argument("--steps", type=int, default=PRESETS["standard"].steps)
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--tools", default=",".join(TOOLS))
     args = parser.parse_args()
@@ -117,8 +117,10 @@ def main():
                 seconds[(tool, layer)].append(time.perf_counter() - started)
                 if rep == 0:
                     results[(tool, layer)] = measure(loaded, layer, units, images, ref_max[layer])
-                print(f"[rep {rep + 1}/{args.reps}] {tool} {layer}: "
-                      f"{seconds[(tool, layer)][-1]:.1f} s", file=sys.stderr, flush=True)
+                ratios, perturbed, hf = results[(tool, layer)]
+                print(f"[rep {rep + 1}/{args.reps}] {tool} {layer}: {seconds[(tool, layer)][-1]:.1f} s; "
+                      f"ratio {median(ratios):.2f}, perturbed {median(perturbed):.2f}, "
+                      f"hf {median(hf) / hf_photos:.2f}", file=sys.stderr, flush=True)
 
     versions = ", ".join(f"{t} {version(t)}" for t in tools)
     print(f"efficientnet_lite0 (real weights); layers {', '.join(layers)}; {len(units)} units each "
