@@ -88,6 +88,7 @@ def build(config: BuildConfig, progress: Progress | None = None, render: bool = 
                     manifest = merge_model(manifest, entry, config.store)
                     write_manifest(out, manifest)  # after each model, so a later failure keeps this one
                 publish(out, manifest, store, report, site=config.site)
+                shutil.rmtree(out / "shards", ignore_errors=True)  # a whole build supersedes any shard records
     finally:
         executor.close()
     report.seconds = time.perf_counter() - started
@@ -164,9 +165,7 @@ def assemble_shards(out: Path, site: bool = True) -> BuildReport:
                          f"units); run them again with the same flags, then `reportgen site --out {out}`")
     # device "auto": pages need no GPU, and the device is not part of any render's key
     config = dataclasses.replace(common.pop(), out=Path(out), site=site, device="auto")
-    report = build(config, render=False)
-    shutil.rmtree(Path(out) / "shards")  # assembled: `reportgen site` now rewrites from the manifest
-    return report
+    return build(config, render=False)  # which removes the records: `reportgen site` then uses the manifest
 
 
 @dataclass
