@@ -89,8 +89,8 @@ def main():
               help="local (this process, the default) or ray (workers of a Ray cluster; pip install 'reportgen[ray]').")
 @click.option("--ray-address", default=None, help="A running Ray cluster (default: start one on this machine).")
 @click.option("--shard", default=None,
-              help="i/N: render only the i-th of N shares of the jobs (0 <= i < N) into the shared --store; "
-                   "then run the same command without --shard to write the pages.")
+              help="i/N: render only the i-th of N shares of the jobs (0 <= i < N) into the store; when every "
+                   "shard is done, `reportgen site --out OUT` writes the pages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_handle_errors
 def build(models, weights, preset, size, steps, device, seed, param, layers, units, neurons, variants, classes, dreams,
@@ -112,7 +112,8 @@ def build(models, weights, preset, size, steps, device, seed, param, layers, uni
         i, count = config.shard
         click.echo(f"shard {i}/{count} done in {report.seconds:.0f} s: {report.rendered} rendered, {report.cached} "
                    f"already stored, {len(report.failed)} failed, in {config.store_root}. When every shard is done, "
-                   "run the same command without --shard: it renders nothing left and writes the pages.")
+                   f"run `reportgen site --out {report.out}` (or, from another --out with the same --store, this "
+                   "command without --shard): it renders nothing left and writes the pages.")
         sys.exit(report.exit_code)
     renders = report.rendered + report.cached
     click.echo(f"built {report.out}/ in {report.seconds:.0f} s: {renders} renders "

@@ -253,7 +253,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     executor.run(loaded, jobs, analysis.magnitude, progress,
                  lambda job, results, seconds: sets[job.kind, job.layer].store(store, job, results, seconds, report))
     progress.end()
-    if config.shard:  # no entry: the build without --shard makes it once every shard is done
+    if config.shard:  # no entry: `reportgen site` (or the build without --shard) makes it once every shard is done
         report.failed.extend(f"{name} {job.layer} {job.kind} {i}" for job in jobs for i in job.todo
                              if sets[job.kind, job.layer].found[i] is None)
         return None
