@@ -136,10 +136,6 @@ class RayExecutor:
             if queue:
                 submit(actor)
 
-    def worker_pids(self) -> list[int]:
-        """The process id of each worker (to watch or, in tests, to kill one)."""
-        return self.ray.get([a.pid.remote() for a in self._actors])
-
     def _kill(self) -> None:
         for actor in self._actors:
             self.ray.kill(actor, no_restart=True)
@@ -168,9 +164,6 @@ class RenderWorker:
 
     def call(self, function: Callable, *args):
         return function(self.loaded, *args)
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _cpu():

@@ -130,8 +130,9 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
     Raises:
         StoreError: there is no manifest in ``out``; a shard has not finished.
     """
-    if read_shard_records(out):
-        return assemble_shards(out, site=site)
+    records = read_shard_records(out)
+    if records:
+        return assemble_shards(out, records, site=site)
     started = time.perf_counter()
     manifest = read_manifest(out)
     if manifest is None:
@@ -146,14 +147,14 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
     return report
 
 
-def assemble_shards(out: Path, site: bool = True) -> BuildReport:
+def assemble_shards(out: Path, records: list[dict], site: bool = True) -> BuildReport:
     """``reportgen site`` after a ``--shard i/N`` build: once all N shards are recorded as finished
-    in ``out``, the build once more from their config, without its shard, rendering nothing.
+    in ``out`` (``records``), the build once more from their config, without its shard, rendering nothing.
 
     Raises:
         StoreError: a shard has not finished, or the shards were built with different settings.
     """
-    configs = [BuildConfig.from_record(record) for record in read_shard_records(out)]
+    configs = [BuildConfig.from_record(record) for record in records]
     common = {dataclasses.replace(c, shard=None) for c in configs}
     if len(common) > 1 or len({c.shard[1] for c in configs}) > 1:
         raise StoreError(f"the shards recorded in {Path(out) / 'shards'} were built with different settings or "

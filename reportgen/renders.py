@@ -89,12 +89,11 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
     job for each chunk with any missing. ``box``: a neuron render's receptive field; ``names``:
     class names by class id; ``photos``: ``{index: (canvas-sized photo, digest)}`` for dreams and
     inversions. Found renders count as cached and advance ``progress``."""
-    from .optvis.objectives import LOGITS
     from .optvis.render import DIVERSITY_K, choose_batch, class_settings
 
     ids = list(ids)
     settings = class_settings(config.render) if kind == "class" else config.render
-    keys = {i: Store.render_key(loaded.name, loaded.weights.digest, LOGITS if kind == "class" else layer, i,
+    keys = {i: Store.render_key(loaded.name, loaded.weights.digest, layer, i,
                                 settings.to_dict(), config.seed, vars(loaded.preprocess),
                                 unit=_unit_spec(kind, i, box, photos)) for i in ids}
     found = {i: store.get_render(keys[i]) for i in ids}
@@ -111,11 +110,11 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
         chunk = tuple(ids[start:start + batch])
         todo = tuple(i for i in chunk if found[i] is None)
         if todo:
-            jobs.append(RenderJob(kind, LOGITS if kind == "class" else layer, chunk, todo, settings, config.seed,
+            jobs.append(RenderJob(kind, layer, chunk, todo, settings, config.seed,
                                   box=None if box is None else tuple(box),
                                   names=tuple((names or {}).get(i, "") for i in chunk) if kind == "class" else (),
                                   photos=tuple(photos[i][0] for i in chunk) if photos else ()))
-    return RenderSet(kind, LOGITS if kind == "class" else layer, loaded.name, keys, found, jobs)
+    return RenderSet(kind, layer, loaded.name, keys, found, jobs)
 
 
 def run_job(loaded, job: RenderJob, magnitude=None, on_step: Callable[[int], None] | None = None) -> list:
