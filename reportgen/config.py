@@ -32,6 +32,10 @@ class RenderSettings:
         jitter: maximum random translation in pixels, both axes.
         scales: random scale range (min, max).
         max_angle: random rotation in degrees, uniform in [-max_angle, max_angle].
+        average: the final image comes from an exponential moving average of the image
+            parameters whose time constant is this share of the steps (0: the last step's
+            parameters, as Lucid and Lucent return). Averaging over the last random transforms
+            keeps what they all agree on and drops the noise of the last few steps.
     """
 
     size: int = 128
@@ -44,6 +48,7 @@ class RenderSettings:
     jitter: int = 8
     scales: tuple[float, float] = (0.9, 1.1)
     max_angle: float = 10.0
+    average: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

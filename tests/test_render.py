@@ -4,8 +4,8 @@ import torch
 
 from reportgen.config import RenderSettings
 from reportgen.optvis.objectives import Channel, Neuron
-from reportgen.optvis.param import BoxedImage, FFTImage, PixelImage
-from reportgen.optvis.render import render_channels, render_neurons, unit_seed
+from reportgen.optvis.param import BoxedImage, FFTImage, PixelImage, make_image
+from reportgen.optvis.render import average_decay, render_channels, render_neurons, unit_seed
 from reportgen.optvis.relu import redirected_relus
 
 FAST = RenderSettings(size=48, steps=24, pad=4, jitter=2)
@@ -46,6 +46,20 @@ def test_same_seed_same_image_bit_for_bit(tiny):
     assert np.array_equal(a.image, b.image)
     assert not np.array_equal(a.image, c.image)
     assert unit_seed(1, "blocks.1.0", 2) != unit_seed(1, "blocks.1.0", 3)
+
+
+def test_final_image_is_the_moving_average_of_the_parameters(tiny):
+    assert average_decay(RenderSettings(steps=512, average=0.1)) == pytest.approx(1 - 1 / 51.2)
+    assert average_decay(RenderSettings(steps=8, average=0.1)) == 0.0  # under a step: the last one
+    gens = [torch.Generator().manual_seed(unit_seed(0, "blocks.1.0", 2))]
+    start = make_image("fft", 48, gens)()[0].permute(1, 2, 0).mul(255).round().byte().numpy().astype(int)
+    last = render_channels(tiny, "blocks.1.0", [2], RenderSettings(**{**FAST.to_dict(), "average": 0}))[0]
+    # A time constant far beyond the step count keeps (almost) the starting parameters.
+    frozen = render_channels(tiny, "blocks.1.0", [2], RenderSettings(**{**FAST.to_dict(), "average": 1e6}))[0]
+    averaged = render_channels(tiny, "blocks.1.0", [2], FAST)[0]
+    assert np.abs(frozen.image.astype(int) - start).max() <= 1
+    assert np.abs(last.image.astype(int) - start).mean() > 5
+    assert 0 < np.abs(averaged.image.astype(int) - last.image.astype(int)).mean() < np.abs(last.image.astype(int) - start).mean()
 
 
 def test_pixel_parameterization_and_neuron_objective(tiny):

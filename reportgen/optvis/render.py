@@ -271,11 +271,14 @@ def optimize(
 ) -> list[RenderResult]:
     """The render loop shared by every kind of render: maximize ``objective`` (one score per batch
     item, item i being ``units[i]``) over ``image``'s parameters, with random transforms drawn from
-    ``gens``; then score the final image without transforms by ``measure`` (default: the
-    objective), on the canvas padded with ``measure_pad`` grey pixels. ``describe(i)`` says what
-    item i optimized (default: the whole objective's description)."""
+    ``gens``; then set the parameters to their moving average (``average_decay``) and score that
+    final image without transforms by ``measure`` (default: the objective), on the canvas padded
+    with ``measure_pad`` grey pixels. ``describe(i)`` says what item i optimized (default: the
+    whole objective's description)."""
     image = image.to(model.device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
+    decay = average_decay(settings)
+    averages = [p.detach().clone() for p in image.parameters()]
     mean, std = model.preprocess.mean, model.preprocess.std
     keep = set(np.linspace(0, settings.steps - 1, min(CURVE_POINTS, settings.steps)).round().astype(int).tolist())
     curves: list[list[tuple[int, float]]] = [[] for _ in units]
@@ -297,12 +300,17 @@ def optimize(
             scaler.update()
         else:
             optimizer.step()
+        with torch.no_grad():
+            for average, p in zip(averages, image.parameters()):
+                average.lerp_(p, 1 - decay)
         if step in keep:
             for curve, value in zip(curves, scores.detach().cpu().tolist()):
                 curve.append((step, value))
         if on_step:
             on_step(step)
     with torch.no_grad():
+        for average, p in zip(averages, image.parameters()):
+            p.copy_(average)
         final = image()
         measured = F.pad(final, (measure_pad,) * 4, mode="constant", value=GREY) if measure_pad else final
         activation = evaluate(model.module, measure or objective, measured, mean, std).cpu().tolist()
@@ -315,6 +323,18 @@ def optimize(
         RenderResult(label, u, s, pixels[i], float(activation[i]), curves[i], describe(i))
         for i, (u, s) in enumerate(zip(units, seeds))
     ]
+
+
+def average_decay(settings: RenderSettings) -> float:
+    """The per-step decay of the parameter average: a time constant of ``settings.average`` x
+    ``settings.steps`` steps; 0 (keep only the last step) when that is a step or less.
+
+    At the standard preset (512 steps, 0.1) the decay is 0.98: the final image weighs the last
+    ~50 steps. benchmarks/quality.py measured it against the last step's image: a higher
+    activation ratio under held-out perturbations in each layer and less high-frequency energy.
+    """
+    constant = settings.average * settings.steps
+    return 1.0 - 1.0 / constant if constant > 1 else 0.0
 
 
 def mixed_precision(device: torch.device):
