@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -53,9 +55,9 @@ def test_final_image_is_the_moving_average_of_the_parameters(tiny):
     assert average_decay(RenderSettings(steps=8, average=0.1)) == 0.0  # under a step: the last one
     gens = [torch.Generator().manual_seed(unit_seed(0, "blocks.1.0", 2))]
     start = make_image("fft", 48, gens)()[0].permute(1, 2, 0).mul(255).round().byte().numpy().astype(int)
-    last = render_channels(tiny, "blocks.1.0", [2], RenderSettings(**{**FAST.to_dict(), "average": 0}))[0]
+    last = render_channels(tiny, "blocks.1.0", [2], dataclasses.replace(FAST, average=0))[0]
     # A time constant far beyond the step count keeps (almost) the starting parameters.
-    frozen = render_channels(tiny, "blocks.1.0", [2], RenderSettings(**{**FAST.to_dict(), "average": 1e6}))[0]
+    frozen = render_channels(tiny, "blocks.1.0", [2], dataclasses.replace(FAST, average=1e6))[0]
     averaged = render_channels(tiny, "blocks.1.0", [2], FAST)[0]
     assert np.abs(frozen.image.astype(int) - start).max() <= 1
     assert np.abs(last.image.astype(int) - start).mean() > 5
