@@ -13,7 +13,11 @@ and measures the final uint8 images the same way for every tool:
 - high-frequency energy: the share of spectral power above a quarter of the sampling rate,
   relative to the reference photographs (about 1: as smooth as photos; higher: noisier);
 - seconds per unit: wall time of the tool's renders / units (tools alternate within each
-  repetition, so background load hits them alike).
+  seed, so background load hits them alike).
+
+Each of ``--seeds N`` renders every unit again from another seed (reportgen's build seed; the
+peers' global torch, numpy and random generators, seeded per unit), and the medians pool every
+unit of every seed: with a few units a layer, one seed's median moves by a tenth between runs.
 
 The table has one row per tool and layer, plus an "all layers" row per tool (medians over every
 unit of every layer; seconds summed over layers). Ratios are medians over the units whose best
@@ -22,7 +26,7 @@ benchmarks/requirements-peers.txt.
 
     OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 peers/bin/python benchmarks/quality.py \\
         [--layers blocks.1.0,blocks.3.1,blocks.5.3] [--units 8] [--size 224] [--steps 512] \\
-        [--reps 1] [--tools reportgen,torch-lucent,torch-dreams,horama]
+        [--seeds 1] [--tools reportgen,torch-lucent,torch-dreams,horama]
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ def main():
     parser.add_argument("--units", type=int, default=8)
     parser.add_argument("--size", type=int, default=PRESETS["standard"].size)
     parser.add_argument("--steps", type=int, default=PRESETS["standard"].steps)
-    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--tools", default=",".join(TOOLS))
     args = parser.parse_args()
     layers = [layer for layer in args.layers.split(",") if layer]
@@ -90,7 +94,6 @@ def main():
     if unknown:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; use some of {', '.join(TOOLS)}")
     torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(0)  # the peers draw their starting images from the global generator
 
     loaded = load_model("efficientnet_lite0", "auto", "cpu")
     units = list(range(args.units))
@@ -100,32 +103,33 @@ def main():
     hf_photos = statistics.median(high_frequency_share(p) for p in photos)
 
     seconds = {(t, layer): [] for t in tools for layer in layers}
-    results = {}  # (tool, layer) -> (ratios, perturbed ratios, hf shares)
+    results = {}  # (tool, layer) -> (ratios, perturbed ratios, hf shares), pooled over seeds
     failures = {}  # (tool, layer) -> the error it raised
-    for rep in range(args.reps):
+    for seed in range(args.seeds):
         for layer in layers:
-            for tool in tools:  # alternate tools within each repetition: noise hits them alike
+            for tool in tools:  # alternate tools within each seed: noise hits them alike
                 if (tool, layer) in failures:
                     continue
                 started = time.perf_counter()
                 try:
-                    images = TOOLS[tool](loaded, layer, units, args.size, args.steps)
+                    images = TOOLS[tool](loaded, layer, units, args.size, args.steps, seed=seed)
                 except Exception as error:  # a peer that fails on this model: report it, run the rest
                     failures[(tool, layer)] = f"{type(error).__name__}: {error}"
                     traceback.print_exc(file=sys.stderr)
                     continue
                 seconds[(tool, layer)].append(time.perf_counter() - started)
-                if rep == 0:
-                    results[(tool, layer)] = measure(loaded, layer, units, images, ref_max[layer])
-                ratios, perturbed, hf = results[(tool, layer)]
-                print(f"[rep {rep + 1}/{args.reps}] {tool} {layer}: {seconds[(tool, layer)][-1]:.1f} s; "
+                measured = measure(loaded, layer, units, images, ref_max[layer])
+                for into, values in zip(results.setdefault((tool, layer), ([], [], [])), measured):
+                    into.extend(values)
+                ratios, perturbed, hf = measured
+                print(f"[seed {seed + 1}/{args.seeds}] {tool} {layer}: {seconds[(tool, layer)][-1]:.1f} s; "
                       f"ratio {median(ratios):.2f}, perturbed {median(perturbed):.2f}, "
                       f"hf {median(hf) / hf_photos:.2f}", file=sys.stderr, flush=True)
 
     versions = ", ".join(f"{t} {version(t)}" for t in tools)
     print(f"efficientnet_lite0 (real weights); layers {', '.join(layers)}; {len(units)} units each "
-          f"(channels 0–{len(units) - 1}); {args.size} px; {args.steps} steps; {args.reps} alternating "
-          f"repetition(s); {torch.get_num_threads()} threads; torch {torch.__version__}; {versions}")
+          f"(channels 0–{len(units) - 1}); {args.size} px; {args.steps} steps; {args.seeds} seed(s), "
+          f"tools alternating; {torch.get_num_threads()} threads; torch {torch.__version__}; {versions}")
     print("| tool | layer | units measured | median activation ratio | median ratio under held-out "
           "perturbations (crop, shift, blur) | high-frequency energy vs photos | s/unit |")
     print("|---|---|---|---|---|---|---|")
@@ -137,12 +141,12 @@ def main():
             for into, values in zip(pooled, (ratios, perturbed, hf)):
                 into.extend(values)
             per_unit = statistics.median(seconds[(tool, layer)]) / len(units)
-            print(f"| {tool} | {layer} | {len(ratios)}/{len(units)} | {median(ratios):.2f} | "
+            print(f"| {tool} | {layer} | {len(ratios)}/{len(units) * args.seeds} | {median(ratios):.2f} | "
                   f"{median(perturbed):.2f} | {median(hf) / hf_photos:.2f} | {per_unit:.2f} |")
         if rows:
-            reps_done = min(len(seconds[(tool, layer)]) for layer in rows)
-            total = statistics.median(sum(seconds[(tool, layer)][r] for layer in rows) for r in range(reps_done))
-            print(f"| {tool} | all layers | {len(pooled[0])}/{len(units) * len(layers)} | {median(pooled[0]):.2f} | "
+            seeds_done = min(len(seconds[(tool, layer)]) for layer in rows)
+            total = statistics.median(sum(seconds[(tool, layer)][r] for layer in rows) for r in range(seeds_done))
+            print(f"| {tool} | all layers | {len(pooled[0])}/{len(units) * len(layers) * args.seeds} | {median(pooled[0]):.2f} | "
                   f"{median(pooled[1]):.2f} | {median(pooled[2]) / hf_photos:.2f} | "
                   f"{total / (len(units) * len(rows)):.2f} |")
     for (tool, layer), error in failures.items():

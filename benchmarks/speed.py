@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 import warnings
@@ -36,7 +37,7 @@ from reportgen.analysis.references import center_crop, load_rgb, skimage_referen
 from reportgen.config import RenderSettings  # noqa: E402
 from reportgen.layers import FeatureTap  # noqa: E402
 from reportgen.models import load_model  # noqa: E402
-from reportgen.optvis.render import render_channels  # noqa: E402
+from reportgen.optvis.render import render_channels, unit_seed  # noqa: E402
 from reportgen.optvis.transforms import normalize  # noqa: E402
 
 
@@ -46,23 +47,33 @@ def module(model, path):
 
 # ------------------------------------------------------------------ the tools, one unit list each
 
-def run_reportgen(loaded, layer, units, size, steps):
-    results = render_channels(loaded, layer, units, RenderSettings(size=size, steps=steps))
+def seed_peer(seed, layer, unit):
+    """Seed every global generator a peer draws from (torch, numpy: lucent's transforms, random)
+    for one unit's render, so its image depends only on (seed, layer, unit), not on what ran before."""
+    value = unit_seed(seed, layer, unit) % 2**32
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
+
+
+def run_reportgen(loaded, layer, units, size, steps, seed=0):
+    results = render_channels(loaded, layer, units, RenderSettings(size=size, steps=steps), seed=seed)
     return [r.image for r in results]
 
 
-def run_lucent(loaded, layer, units, size, steps):
+def run_lucent(loaded, layer, units, size, steps, seed=0):
     from lucent.optvis import param, render
 
     images = []
     for c in units:  # lucent's documented use: one render_vis call per unit
+        seed_peer(seed, layer, c)
         out = render.render_vis(loaded.module, f"{layer.replace('.', '_')}:{c}", param_f=lambda: param.image(size),
                                 thresholds=(steps,), show_image=False, progress=False)
         images.append((out[0][0] * 255).round().astype(np.uint8))
     return images
 
 
-def run_torch_dreams(loaded, layer, units, size, steps):
+def run_torch_dreams(loaded, layer, units, size, steps, seed=0):
     from torch_dreams import Dreamer
 
     dreamer = Dreamer(loaded.module, quiet=True, device="cpu")
@@ -70,6 +81,7 @@ def run_torch_dreams(loaded, layer, units, size, steps):
     target = module(loaded.module, layer)
     images = []
     for c in units:
+        seed_peer(seed, layer, c)
         image_param = dreamer.render(layers=[target], width=size, height=size, iters=steps,
                                      custom_func=lambda outputs, c=c: -outputs[0][:, c].mean())
         rgb = image_param.to_chw_tensor().detach().clamp(0, 1).permute(1, 2, 0).numpy()
@@ -77,12 +89,13 @@ def run_torch_dreams(loaded, layer, units, size, steps):
     return images
 
 
-def run_horama(loaded, layer, units, size, steps):
+def run_horama(loaded, layer, units, size, steps, seed=0):
     from horama import fourier
 
     target = module(loaded.module, layer)
     images = []
     for c in units:
+        seed_peer(seed, layer, c)
         captured = {}
         handle = target.register_forward_hook(lambda _m, _i, out: captured.__setitem__("x", out))
 
