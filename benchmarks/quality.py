@@ -17,7 +17,7 @@ and measures the final uint8 images the same way for every tool:
 
 Each of ``--seeds N`` renders every unit again from another seed (reportgen's build seed; the
 peers' global torch, numpy and random generators, seeded per unit), and the medians pool every
-unit of every seed: with a few units a layer, one seed's median moves by a tenth between runs.
+unit of every seed: with 4 units a layer, a median moved by a fifth between two unseeded runs.
 
 The table has one row per tool and layer, plus an "all layers" row per tool (medians over every
 unit of every layer; seconds summed over layers). Ratios are medians over the units whose best
