@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from reportgen.analysis.activations import analyze_references  # noqa: E402
 from reportgen.analysis.references import center_crop, load_rgb, skimage_references  # noqa: E402
-from reportgen.config import RenderSettings  # noqa: E402
+from reportgen.config import PRESETS, RenderSettings  # noqa: E402
 from reportgen.layers import FeatureTap  # noqa: E402
 from reportgen.models import load_model  # noqa: E402
 from reportgen.optvis.render import render_channels, unit_seed  # noqa: E402
@@ -57,7 +57,9 @@ def seed_peer(seed, layer, unit):
 
 
 def run_reportgen(loaded, layer, units, size, steps, seed=0):
-    results = render_channels(loaded, layer, units, RenderSettings(size=size, steps=steps), seed=seed)
+    """The standard preset's recipe (its transform samples per step) at the given size and steps."""
+    settings = RenderSettings(size=size, steps=steps, samples=PRESETS["standard"].samples)
+    results = render_channels(loaded, layer, units, settings, seed=seed)
     return [r.image for r in results]
 
 

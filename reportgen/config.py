@@ -36,6 +36,9 @@ class RenderSettings:
             parameters whose time constant is this share of the steps (0: the last step's
             parameters, as Lucid and Lucent return). Averaging over the last random transforms
             keeps what they all agree on and drops the noise of the last few steps.
+        samples: random transforms drawn per step; the step follows their mean gradient (a
+            pattern that excites the unit however it is shifted, scaled and turned). Each one
+            costs a forward and backward pass.
     """
 
     size: int = 128
@@ -49,6 +52,7 @@ class RenderSettings:
     scales: tuple[float, float] = (0.9, 1.1)
     max_angle: float = 10.0
     average: float = 0.1
+    samples: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,15 +70,19 @@ class Preset:
     variants: str  # ... and a second-seed, a negative and a diversity render ("all" or N)
     classes: int  # class visualizations on the model page
     dreams: int  # reference images each layer dreams on and inverts
+    samples: int  # random transforms per optimizer step (RenderSettings.samples)
 
 
 PRESETS: dict[str, Preset] = {
     # quick: the default model's default build finishes in minutes on a 2-core CPU.
-    "quick": Preset("quick", size=128, steps=128, units="8", neurons="4", variants="2", classes=8, dreams=2),
+    "quick": Preset("quick", size=128, steps=128, units="8", neurons="4", variants="2", classes=8, dreams=2,
+                    samples=1),
     # standard: what a GPU user publishes.
-    "standard": Preset("standard", size=224, steps=512, units="16", neurons="8", variants="8", classes=24, dreams=4),
+    "standard": Preset("standard", size=224, steps=512, units="16", neurons="8", variants="8", classes=24, dreams=4,
+                       samples=2),
     # full: every unit of every selected layer.
-    "full": Preset("full", size=224, steps=512, units="all", neurons="all", variants="all", classes=48, dreams=8),
+    "full": Preset("full", size=224, steps=512, units="all", neurons="all", variants="all", classes=48, dreams=8,
+                   samples=2),
 }
 PARAMS = ("fft", "pixel", "maco")
 
@@ -291,7 +299,7 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
         dreams=dreams,
         images=Path(images) if images else None,
         preset=preset_name,
-        render=RenderSettings(size=size, steps=steps, param=param),
+        render=RenderSettings(size=size, steps=steps, param=param, samples=preset.samples),
         device=device,
         batch=batch,
         seed=seed,

@@ -100,6 +100,15 @@ def test_config_file(tmp_path):
     assert_one_line_error(output, "unknown key", "colour")
 
 
+def test_presets_set_the_render_recipe():
+    from reportgen.config import resolve_build_config
+
+    quick, standard = (resolve_build_config({"preset": name, "device": "cpu"}).render for name in ("quick", "standard"))
+    assert (quick.size, quick.steps, quick.samples) == (128, 128, 1)  # the CPU preview: one draw a step
+    assert (standard.size, standard.steps, standard.samples) == (224, 512, 2)
+    assert resolve_build_config({"preset": "standard", "steps": 64, "device": "cpu"}).render.samples == 2
+
+
 def test_site_without_build(tmp_path):
     code, output = run("site", "--out", str(tmp_path))
     assert code == 2

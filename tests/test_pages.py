@@ -91,7 +91,7 @@ def sample_manifest(store: Store | None = None) -> dict:
         "render_seconds": 4.5,
         "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
-                                                    "max_angle": 10.0, "average": 0.2}},
+                                                    "max_angle": 10.0, "average": 0.2, "samples": 2}},
         "versions": {"reportgen": "0.1.0", "torch": "2", "timm": "1", "python": "3"},
         "timings": {"load": 1.0, "analysis": 2.0, "render": 3.0, "total": 6.0},
         "references": {"label": "toy images (2)", "digest": "d", "skipped": ["bad.png: OSError"], "used": 1,

@@ -64,6 +64,20 @@ def test_final_image_is_the_moving_average_of_the_parameters(tiny):
     assert 0 < np.abs(averaged.image.astype(int) - last.image.astype(int)).mean() < np.abs(last.image.astype(int) - start).mean()
 
 
+def test_each_step_follows_the_mean_gradient_of_its_transform_samples(tiny):
+    # Without randomness every sample is the same image: their mean gradient is the one gradient.
+    still = dataclasses.replace(FAST, pad=0, jitter=0, scales=(1.0, 1.0), max_angle=0.0)
+    one = render_channels(tiny, "blocks.1.0", [2], still)[0]
+    two = render_channels(tiny, "blocks.1.0", [2], dataclasses.replace(still, samples=2))[0]
+    assert np.abs(one.image.astype(int) - two.image.astype(int)).max() <= 1
+    assert two.curve[-1][1] == pytest.approx(one.curve[-1][1], rel=1e-4)
+    # With transforms, two samples a step make another image, which still excites the unit.
+    moved = render_channels(tiny, "blocks.1.0", [2], dataclasses.replace(FAST, samples=2))[0]
+    single = render_channels(tiny, "blocks.1.0", [2], FAST)[0]
+    assert np.abs(moved.image.astype(int) - single.image.astype(int)).mean() > 1
+    assert moved.activation > moved.curve[0][1] > 0
+
+
 def test_pixel_parameterization_and_neuron_objective(tiny):
     settings = RenderSettings(size=48, steps=16, pad=4, jitter=2, param="pixel")
     result = render_neurons(tiny, "blocks.2.0", [0], settings)[0]

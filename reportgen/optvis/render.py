@@ -288,13 +288,16 @@ def optimize(
     # too): a ReLU6 output saturates at 6 and passes no gradient where the unit is off.
     autocast, scaler = mixed_precision(model.device)
     for step in range(settings.steps):
-        batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
-        with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
-            with autocast():
-                scores = evaluate(model.module, objective, batch, mean, std).float()
-            optimizer.zero_grad(set_to_none=True)
-            loss = -scores.sum()  # the one place the sign flips: objectives are maximized
-            (scaler.scale(loss) if scaler else loss).backward()
+        optimizer.zero_grad(set_to_none=True)
+        scores = 0.0
+        for _ in range(settings.samples):  # the gradient averages over independent random transforms
+            batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
+            with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
+                with autocast():
+                    sample = evaluate(model.module, objective, batch, mean, std).float()
+                loss = -sample.sum() / settings.samples  # the one place the sign flips: objectives are maximized
+                (scaler.scale(loss) if scaler else loss).backward()
+            scores = scores + sample.detach() / settings.samples
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -304,7 +307,7 @@ def optimize(
             for average, p in zip(averages, image.parameters()):
                 average.lerp_(p, 1 - decay)
         if step in keep:
-            for curve, value in zip(curves, scores.detach().cpu().tolist()):
+            for curve, value in zip(curves, scores.cpu().tolist()):
                 curve.append((step, value))
         if on_step:
             on_step(step)
