@@ -26,7 +26,7 @@ benchmarks/requirements-peers.txt.
 
     OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 peers/bin/python benchmarks/quality.py \\
         [--layers blocks.1.0,blocks.3.1,blocks.5.3] [--units 8] [--size 224] [--steps 512] \\
-        [--seeds 1] [--tools reportgen,torch-lucent,torch-dreams,horama]
+        [--seeds 1] [--tools reportgen,torch-lucent,torch-dreams,horama] [--threads N]
 """
 
 from __future__ import annotations
@@ -87,13 +87,15 @@ def main():
     parser.add_argument("--steps", type=int, default=PRESETS["standard"].steps)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: every core); 1 lets two runs share a 2-core machine")
     args = parser.parse_args()
     layers = [layer for layer in args.layers.split(",") if layer]
     tools = [t for t in args.tools.split(",") if t]
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; use some of {', '.join(TOOLS)}")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
 
     loaded = load_model("efficientnet_lite0", "auto", "cpu")
     units = list(range(args.units))
