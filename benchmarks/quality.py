@@ -1,9 +1,10 @@
 """Render quality against the peers: early, middle and late layers, with held-out perturbations.
 
-Renders the same units of efficientnet_lite0 (real weights) with reportgen, torch-lucent,
-torch-dreams and horama, each called as benchmarks/speed.py calls it (as its documentation shows),
-at the same canvas size and step budget (by default the ``standard`` preset's: 224 px, 512 steps),
-and measures the final uint8 images the same way for every tool:
+Renders the same units of efficientnet_lite0 (real weights) with reportgen (its ``standard``
+preset's recipe: two random transforms a step), torch-lucent, torch-dreams and horama, each peer
+called as benchmarks/speed.py calls it (as its documentation shows), at the same canvas size and
+step budget (by default the ``standard`` preset's: 224 px, 512 steps), and measures the final
+uint8 images the same way for every tool:
 
 - activation ratio: the unit's mean activation (pre-activation) on the render / its best mean
   activation over the scikit-image reference photographs (higher: the render excites it more);
@@ -32,6 +33,7 @@ benchmarks/requirements-peers.txt.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import os
 import statistics
@@ -39,7 +41,7 @@ import sys
 import time
 import traceback
 
-from speed import TOOLS, activations, high_frequency_share  # also sets OMP_WAIT_POLICY, quiets warnings
+from speed import TOOLS, activations, high_frequency_share, run_reportgen  # also sets OMP_WAIT_POLICY, quiets warnings
 
 import torch  # noqa: E402
 
@@ -48,6 +50,9 @@ from reportgen.analysis.references import center_crop, load_rgb, skimage_referen
 from reportgen.config import PRESETS  # noqa: E402
 from reportgen.models import load_model  # noqa: E402
 from reportgen.optvis.trust import PERTURBATIONS, perturb, to_tensor  # noqa: E402
+
+# reportgen as its standard preset renders: two random transforms a step.
+TOOLS = {**TOOLS, "reportgen": functools.partial(run_reportgen, samples=PRESETS["standard"].samples)}
 
 
 def perturbed_images(images, kind):

@@ -56,9 +56,9 @@ def seed_peer(seed, layer, unit):
     random.seed(value)
 
 
-def run_reportgen(loaded, layer, units, size, steps, seed=0):
-    """The standard preset's recipe (its transform samples per step) at the given size and steps."""
-    settings = RenderSettings(size=size, steps=steps, samples=PRESETS["standard"].samples)
+def run_reportgen(loaded, layer, units, size, steps, seed=0, samples=PRESETS["quick"].samples):
+    """reportgen's render loop with ``samples`` random transforms a step (by default the quick preset's)."""
+    settings = RenderSettings(size=size, steps=steps, samples=samples)
     results = render_channels(loaded, layer, units, settings, seed=seed)
     return [r.image for r in results]
 
