@@ -270,10 +270,10 @@ def optimize(
     describe: Callable[[int], str] | None = None,
 ) -> list[RenderResult]:
     """The render loop shared by every kind of render: maximize ``objective`` (one score per batch
-    item, item i being ``units[i]``) over ``image``'s parameters, each step following the mean gradient of
-    ``settings.samples`` random transforms drawn from ``gens``; then set the parameters to their moving average (``average_decay``) and score that
-    final image without transforms by ``measure`` (default: the objective), on the canvas padded
-    with ``measure_pad`` grey pixels. ``describe(i)`` says what item i optimized (default: the
+    item, item i being ``units[i]``) over ``image``'s parameters, each step following the mean
+    gradient of ``settings.samples`` random transforms drawn from ``gens``; then set the parameters
+    to their moving average (``average_decay``) and score that final image without transforms by
+    ``measure`` (default: the objective), on the canvas padded with ``measure_pad`` grey pixels. ``describe(i)`` says what item i optimized (default: the
     whole objective's description)."""
     image = image.to(model.device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
