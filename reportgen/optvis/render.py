@@ -273,8 +273,8 @@ def optimize(
     item, item i being ``units[i]``) over ``image``'s parameters, each step following the mean
     gradient of ``settings.samples`` random transforms drawn from ``gens``; then set the parameters
     to their moving average (``average_decay``) and score that final image without transforms by
-    ``measure`` (default: the objective), on the canvas padded with ``measure_pad`` grey pixels. ``describe(i)`` says what item i optimized (default: the
-    whole objective's description)."""
+    ``measure`` (default: the objective), on the canvas padded with ``measure_pad`` grey pixels.
+    ``describe(i)`` says what item i optimized (default: the whole objective's description)."""
     image = image.to(model.device)
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.lr)
     decay = average_decay(settings)
@@ -290,14 +290,14 @@ def optimize(
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         scores = 0.0
-        for _ in range(settings.samples):  # the gradient averages over independent random transforms
-            batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
-            with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
+        with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
+            for _ in range(settings.samples):  # the gradient averages over independent random transforms
+                batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
                 with autocast():
                     sample = evaluate(model.module, objective, batch, mean, std).float()
                 loss = -sample.sum() / settings.samples  # the one place the sign flips: objectives are maximized
                 (scaler.scale(loss) if scaler else loss).backward()
-            scores = scores + sample.detach() / settings.samples
+                scores = scores + sample.detach() / settings.samples
         if scaler:
             scaler.step(optimizer)
             scaler.update()
