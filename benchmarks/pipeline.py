@@ -2,7 +2,7 @@
 
 Runs the same ``reportgen build`` twice into a fresh folder (the second run should find every
 render in the cache) and prints a table of seconds per stage. Defaults to the default build
-(efficientnet_lite0, real weights, quick preset); pass build flags to change it, e.g.
+(tf_efficientnet_lite0, real weights, quick preset); pass build flags to change it, e.g.
 
     python benchmarks/pipeline.py --layers 0,-1 --units 4
 """

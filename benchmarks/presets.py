@@ -1,6 +1,6 @@
 """What the presets' numbers buy: render quality against steps, canvas size and the diversity weight.
 
-On efficientnet_lite0 with its real weights, for early, middle and late layers, prints:
+On tf_efficientnet_lite0 with its real weights, for early, middle and late layers, prints:
 
 1. per step budget (and canvas size): the median activation ratio, the median ratio under the
    held-out perturbations of ``optvis.trust`` and seconds per unit — where more steps stop paying;
@@ -82,11 +82,11 @@ def main():
     parser.add_argument("--skip", default="", help="comma list of tables to skip: steps, diversity")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    loaded = load_model("efficientnet_lite0", "auto", "cpu")
+    loaded = load_model("tf_efficientnet_lite0", "auto", "cpu")
     stats = analyze_references(loaded, list(LAYERS), skimage_references())
     ref_max = {layer: stats.layers[layer].max_mean for layer in LAYERS}
     units = list(range(args.units))
-    print(f"efficientnet_lite0, layers {', '.join(LAYERS)}, channels 0-{args.units - 1}, "
+    print(f"tf_efficientnet_lite0, layers {', '.join(LAYERS)}, channels 0-{args.units - 1}, "
           f"{torch.get_num_threads()} threads")
     if "steps" not in args.skip:
         steps_table(loaded, ref_max, units, [int(s) for s in args.steps.split(",")],

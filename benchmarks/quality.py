@@ -1,6 +1,6 @@
 """Render quality against the peers: early, middle and late layers, with held-out perturbations.
 
-Renders the same units of efficientnet_lite0 (real weights) with reportgen (its ``standard``
+Renders the same units of tf_efficientnet_lite0 (real weights) with reportgen (its ``standard``
 preset's recipe: two random transforms a step), torch-lucent, torch-dreams and horama, each peer
 called as benchmarks/speed.py calls it (as its documentation shows), at the same canvas size and
 step budget (by default the ``standard`` preset's: 224 px, 512 steps), and measures the final
@@ -102,7 +102,7 @@ def main():
         parser.error(f"unknown tool(s) {', '.join(unknown)}; use some of {', '.join(TOOLS)}")
     torch.set_num_threads(args.threads)
 
-    loaded = load_model("efficientnet_lite0", "auto", "cpu")
+    loaded = load_model("tf_efficientnet_lite0", "auto", "cpu")
     units = list(range(args.units))
     refs = skimage_references()
     ref_max = {layer: analyze_references(loaded, [layer], refs).layers[layer].max_mean for layer in layers}
@@ -134,7 +134,7 @@ def main():
                       f"hf {median(hf) / hf_photos:.2f}", file=sys.stderr, flush=True)
 
     versions = ", ".join(f"{t} {version(t)}" for t in tools)
-    print(f"efficientnet_lite0 (real weights); layers {', '.join(layers)}; {len(units)} units each "
+    print(f"tf_efficientnet_lite0 (real weights); layers {', '.join(layers)}; {len(units)} units each "
           f"(channels 0–{len(units) - 1}); {args.size} px; {args.steps} steps; {args.seeds} seed(s), "
           f"tools alternating; {torch.get_num_threads()} threads; torch {torch.__version__}; {versions}")
     print("| tool | layer | units measured | median activation ratio | median ratio under held-out "

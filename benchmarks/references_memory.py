@@ -8,7 +8,7 @@ image); see ``messy_images.py``. It then runs, in a child process,
 
     reportgen build --images DIR --out OUT --layers 0,-1 --units 1 --steps 2 --size 64 --no-site -q
 
-(efficientnet_lite0 with its real weights), and reads OUT/manifest.json for the images used and the
+(tf_efficientnet_lite0 with its real weights), and reads OUT/manifest.json for the images used and the
 files skipped. Renders are tiny on purpose: the reference pass is what is measured.
 
 Peak memory is the child's peak resident set size as the kernel records it (``ru_maxrss``, its

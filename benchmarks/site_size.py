@@ -1,6 +1,6 @@
 """Will a whole-model report fit GitHub Pages (1 GB)? Measure per-unit site bytes, then project.
 
-Builds a small sample report (real efficientnet_lite0 weights, 224 px renders as the standard and
+Builds a small sample report (real tf_efficientnet_lite0 weights, 224 px renders as the standard and
 full presets make them), measures what each unit adds to the built site (its WebP, its unit page,
 its share of the search index) and what each layer page costs, and projects the size of a `full`
 report (every unit of every catalogue layer) of the models named on the command line.
@@ -60,7 +60,7 @@ def main(models: list[str]) -> None:
         out = Path(tmp) / "report"
         build(resolve_build_config({"layers": "0,4,9,-1", "units": "8", "size": 224, "steps": 128, "out": out}))
         sizes = measure(out)
-    print(f"sample: efficientnet_lite0, {sizes['units']} units at 224 px in {sizes['layers']} layers; "
+    print(f"sample: tf_efficientnet_lite0, {sizes['units']} units at 224 px in {sizes['layers']} layers; "
           f"site {sizes['total'] / 1e6:.1f} MB")
     print("| per | bytes |\n|---|---|")
     print(f"| render (WebP, 224 px) | {sizes['webp']:,.0f} |\n| unit page (HTML) | {sizes['unit_page']:,.0f} |")
@@ -77,4 +77,4 @@ def main(models: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["inception_v3", "efficientnet_lite0", "resnet50", "convnext_tiny"])
+    main(sys.argv[1:] or ["inception_v3", "tf_efficientnet_lite0", "resnet50", "convnext_tiny"])

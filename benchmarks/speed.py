@@ -1,6 +1,6 @@
 """Speed (and the image quality that goes with it) against the peers, in one run.
 
-Renders the same units of efficientnet_lite0 (real weights) with reportgen, torch-lucent,
+Renders the same units of tf_efficientnet_lite0 (real weights) with reportgen, torch-lucent,
 torch-dreams and horama at the same canvas size and step budget, alternating tools over several
 repetitions, and prints units per second, the ratio to reportgen, and two quality measures of the
 final images, all measured the same way for every tool:
@@ -154,7 +154,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    loaded = load_model("efficientnet_lite0", "auto", "cpu")
+    loaded = load_model("tf_efficientnet_lite0", "auto", "cpu")
     units = list(range(args.units))
     refs = skimage_references()
     tools = [t for t in args.tools.split(",") if t]
@@ -181,7 +181,7 @@ def compare(loaded, units, refs, args, tools):
                 hf = statistics.median(high_frequency_share(im) for im in images) / hf_photos
                 quality[tool] = (statistics.median(ratios) if ratios else float("nan"), hf)
     base = len(units) / statistics.median(seconds["reportgen"]) if "reportgen" in seconds else None
-    print(f"efficientnet_lite0 {args.layer}, {len(units)} units, {args.size} px, {args.steps} steps, "
+    print(f"tf_efficientnet_lite0 {args.layer}, {len(units)} units, {args.size} px, {args.steps} steps, "
           f"{args.reps} alternating repetitions, {torch.get_num_threads()} threads")
     print("| tool | units/s (median) | reportgen is × faster | median activation ratio | high-frequency energy vs photos |")
     print("|---|---|---|---|---|")

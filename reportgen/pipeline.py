@@ -39,6 +39,7 @@ class BuildReport:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unreadable reference images ("name: reason")
     flat: list[str] = field(default_factory=list)  # renders with almost no contrast (flagged on their pages)
+    warnings: list[str] = field(default_factory=list)  # facts a user should know before trusting the pages
     pages: int = 0
     site: Any = None
     seconds: float = 0.0
@@ -192,7 +193,7 @@ def _plan(name: str, config: BuildConfig) -> Plan:
     layers = select_layers(catalogue(loaded.module, size), config.layers,
                            lookup=lambda path: module_layer(loaded.module, path, size))
     units = {layer.module: list(iter_units(layer, config.units.first, config.units.ids)) for layer in layers}
-    check_canvas(loaded, [layer.module for layer in layers], config.render)
+    loaded = check_canvas(loaded, config.render)
     return Plan(loaded, layers, units, time.perf_counter() - started)
 
 
@@ -278,6 +279,12 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
 
     ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
     rendered = report.rendered - rendered_before
+    fit = analysis.normalization
+    if fit and fit["better"]:
+        report.warnings.append(
+            f"{name}: its BatchNorm statistics fit the {fit['better']} normalization (mean {fit[fit['better']]['mean']}, "
+            f"std {fit[fit['better']]['std']}) better than the one used (timm's config: stem fit {fit['used']['stem']} "
+            f"against {fit[fit['better']]['stem']}); were the weights trained with it? The model page says more")
     arrays = analysis.arrays
     report.skipped.extend(f"{name}: {s}" for s in arrays["skipped"])
     return {
@@ -285,6 +292,8 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         "slug": slug(name),
         "weights": {**vars(loaded.weights), "description": loaded.weights.describe()},
         "preprocess": vars(loaded.preprocess),
+        "fixed_input": loaded.fixed_input,
+        "normalization": fit,
         "device": str(loaded.device),
         "executor": executor.name,
         "settings": config.to_dict(),

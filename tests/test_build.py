@@ -192,6 +192,9 @@ def test_real_lite0_weights_end_to_end(tmp_path):
     assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 3)
     model = json.loads((out / "manifest.json").read_text())["models"][0]
     assert model["weights"]["pretrained"] and model["weights"]["source"].startswith("bundled:")
+    fit = model["normalization"]  # the bundled weights are fed as trained: no warning, and the page says why
+    assert fit["used"]["stem"] <= 0.6 < fit["imagenet"]["stem"] and fit["better"] is None
+    assert "trained with TensorFlow" in (out / "docs" / "tf_efficientnet_lite0" / "index.md").read_text()
     chelsea = next(r for r in model["references"]["images"] if r["name"] == "chelsea")
     assert "cat" in chelsea["predictions"][0]["label"]
     units = [u for layer in model["layers"] for u in layer["units"]]
@@ -204,7 +207,7 @@ def test_real_lite0_weights_end_to_end(tmp_path):
     for layer in model["layers"]:  # two seeds of a pretrained unit agree more than two different units
         first = layer["units"][0]
         assert first["second_seed"]["agreement"] > layer["seed_baseline"], (first["second_seed"], layer["seed_baseline"])
-    assert (out / "site" / "efficientnet_lite0" / "index.html").is_file()
+    assert (out / "site" / "tf_efficientnet_lite0" / "index.html").is_file()
 
 
 def test_own_image_folder_best_images_and_skipped_files(tmp_path):

@@ -78,9 +78,21 @@ def sample_manifest(store: Store | None = None) -> dict:
     model = {
         "name": "toy", "slug": "toy",
         "weights": {"source": "random-init", "digest": "sd-sha256:abc", "pretrained": False,
-                    "description": "random initialization (no pretrained weights)"},
+                    "description": "random initialization (no pretrained weights)",
+                    "matched": "12 tensors matched by name (3 num_batches_tracked counters not in the file)",
+                    "why": "toy weights, trained as toy"},
         "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": [3, 64, 64],
                        "interpolation": "bicubic", "crop_pct": 0.9},
+        "fixed_input": True,
+        "normalization": {
+            "used": {"mean": [0.5] * 3, "std": [0.5] * 3, "stem": 1.3, "middle": 0.4, "late": 0.3, "layers": 9, "images": 2},
+            "imagenet": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "stem": 0.25, "middle": 0.2,
+                         "late": 0.2, "layers": 9, "images": 2},
+            "inception": {"mean": [0.5] * 3, "std": [0.5] * 3, "stem": 1.3, "middle": 0.4, "late": 0.3, "layers": 9,
+                          "images": 2},
+            "unit": {"mean": [0.0] * 3, "std": [1.0] * 3, "stem": 2.5, "middle": 0.8, "late": 0.5, "layers": 9,
+                     "images": 2},
+            "better": "imagenet"},
         "device": "cpu", "executor": "local", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "variant_count": 1, "median_ratio": 1.0,
         "median_perturbed_ratio": 1.0,
         "classes": [{"class": 1, "label": "goldfish", "key": put("c" * 64), "logit": 9.0, "flat": False, "prob": 0.75,
@@ -99,7 +111,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return {"schema": 5, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+    return {"schema": 6, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
 
 
 @pytest.mark.parametrize("name,render", [
@@ -125,6 +137,13 @@ def test_pages_say_what_the_numbers_mean():
     strong_unit = pages.render_unit(model, model["layers"][0], 0)
     assert "Weaker than real images" not in strong_unit and "×1.50" in strong_unit
     assert "Random weights" in pages.render_model(model)
+    warned = pages.render_model(model)
+    assert "may expect another input normalization" in warned and "mean 0.485, 0.456, 0.406" in warned
+    assert "resized to it on the way in" in warned and "stem 1.3, middle layers 0.4" in warned
+    fitting = {**model, "fixed_input": False, "normalization": {**model["normalization"], "better": None}}
+    assert "another input normalization" not in pages.render_model(fitting)
+    assert "resized" not in pages.render_model(fitting)
+    assert "Normalization check" not in pages.render_model({**model, "normalization": None})
     dead = pages.render_unit(model, model["layers"][1], 0)
     assert "never fires" in dead and "| **—** |" in dead.replace("**—** (", "**—** |")
     fragile = {**model["layers"][0]["units"][0], "perturbed_ratio": 0.5}

@@ -3,6 +3,7 @@
 - ``reference_stats``: the streaming pass (per-unit statistics, top images, twins, predictions);
 - ``map_pairs`` / ``reference_maps``: which (image, unit) activation maps the pages show, and those maps;
 - ``receptive_fields`` / ``effective_fields`` / ``neuron_boxes``: where units look;
+- ``normalization_check``: whether the input normalization fits the weights' BatchNorm statistics;
 - ``reference_entries``: thumbnails and the model's predictions for the images shown.
 
 Keys hash the model, its weights, the layers, the image set and the preprocessing, so a repeated
@@ -21,6 +22,7 @@ from ..store import Store, canonical_key
 from .activations import LayerStats
 
 EFFECTIVE_FIELD_IMAGES = 8  # reference images the effective receptive field is averaged over
+NORMALIZATION_IMAGES = 8  # reference images the BatchNorm statistics are compared on
 REF_THUMBS_ON_MODEL_PAGE = 16  # reference images on the model page, and rows of each layer's map table
 LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
 
@@ -31,8 +33,8 @@ class Analysis:
     images (``stats``, and the stored ``arrays`` with ``used``, ``skipped`` and ``predictions``),
     which activation maps the pages show (``grid_images``, ``grid_units``, ``shown`` images, the
     maps under ``maps_key``), receptive fields (``fields``, ``erfs`` under ``erf_key``, the centre
-    neurons' ``boxes``), the ``maco`` spectrum, the canvas-sized ``photos`` to dream on, and the
-    class ``labels``."""
+    neurons' ``boxes``), the ``maco`` spectrum, the canvas-sized ``photos`` to dream on, the
+    class ``labels``, and how the input normalization fits the weights (``normalization``)."""
 
     stats: dict[str, LayerStats]
     arrays: dict[str, np.ndarray]
@@ -47,6 +49,7 @@ class Analysis:
     magnitude: Any
     photos: dict[int, tuple[np.ndarray, str]]
     labels: dict[int, str]
+    normalization: dict | None
 
 
 def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str, list[int]], config, refs,
@@ -68,8 +71,9 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     boxes = neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad, store)
     magnitude = maco_magnitude(refs, arrays["used"], config.render.size, store) if config.render.param == "maco" else None
     photos = canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
+    normalization = normalization_check(loaded, refs, arrays["used"], store)
     return Analysis(stats, arrays, grid_images, grid_units, shown, maps_key, fields, erf_key, erfs, boxes, magnitude,
-                    photos, imagenet_labels(loaded.module))
+                    photos, imagenet_labels(loaded.module), normalization)
 
 
 def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
@@ -171,6 +175,41 @@ def effective_fields(loaded, modules: list[str], refs, used: Sequence[int], stor
         arrays["images"] = np.array(fields[modules[0]].images if modules else 0)
         store.put_arrays(key, arrays)
     return key, {m: {"size": int(arrays[f"size|{m}"]), "images": int(arrays["images"])} for m in modules}
+
+
+def normalization_check(loaded, refs, used: Sequence[int], store: Store) -> dict | None:
+    """How well the model's input normalization fits its BatchNorm statistics on the first
+    ``NORMALIZATION_IMAGES`` readable reference images, beside the common alternatives
+    (``normalization.fit_by_normalization``): ``{"used": fit, "imagenet": fit, ...}`` of
+    ``NormFit.to_dict()``, and ``better``, the name of an alternative that fits clearly better
+    (its stem within ``GOOD_FIT`` where the one used is at least twice as far off), or ``None``.
+    ``None`` for a model without BatchNorm. Cached by weights, images and preprocessing."""
+    import json
+
+    import torch
+
+    from .normalization import GOOD_FIT, fit_by_normalization
+    from .references import iter_batches
+
+    images = [int(i) for i in used[:NORMALIZATION_IMAGES]]
+    key = canonical_key({"kind": "normalization-fit", "v": 1, "model": loaded.name, "weights": loaded.weights.digest,
+                         "refs": refs.digest, "images": images, "preprocess": vars(loaded.preprocess)})
+    arrays = store.get_arrays(key)
+    if arrays is None:
+        size, crop_pct = loaded.preprocess.input_size[1], loaded.preprocess.crop_pct
+        pixels = next(iter_batches(refs.subset(images), size, crop_pct, len(images)))[1]
+        batch = torch.from_numpy(pixels).to(loaded.device).permute(0, 3, 1, 2).float() / 255
+        fits = fit_by_normalization(loaded.module, batch, loaded.preprocess.mean, loaded.preprocess.std)
+        result = None if fits is None else {name: fit.to_dict() for name, fit in fits.items()}
+        arrays = {"json": np.array(json.dumps(result))}
+        store.put_arrays(key, arrays)
+    result = json.loads(str(arrays["json"]))
+    if result is not None:
+        used_stem = result["used"]["stem"]
+        better = [name for name, fit in result.items()
+                  if name != "used" and fit["stem"] <= GOOD_FIT and used_stem >= 2 * fit["stem"] and used_stem > GOOD_FIT]
+        result["better"] = min(better, key=lambda name: result[name]["stem"]) if better else None
+    return result
 
 
 def neuron_boxes(loaded, modules: list[str], size: int, pad: int,
