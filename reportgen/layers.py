@@ -3,6 +3,16 @@
 A *layer* is a module named by its dotted path in ``named_modules()`` (``blocks.3.0``,
 ``Mixed_5b``). The catalogue lists the block-level modules timm itself groups parameters by
 (``group_matcher(coarse=False)``), in forward order, with the shape each one outputs.
+
+Every tapped output reaches the objectives as [B, C, H, W], whatever its *layout*: ``nchw``,
+``nhwc`` (timm's channels-last families: Swin, MambaOut, Sequencer...) or ``tokens`` ([B, N, C] of
+vision transformers, put on their patch grid). The layout of each module is measured, not assumed
+(``module_layouts``): one forward pass at the model's input size and one at a larger size; the axis
+whose length did not change is the channel axis. Where the model runs only at its own size, timm's
+declarations decide (a module's ``output_fmt``, else the model's). The same probe checks which
+modules *end* in their ``act`` (timm's norm-act layers, residual blocks), whose input is then the
+unit's pre-activation value. Both facts are kept on the model (``TAP_FACTS_ATTR``), so copies and
+pickles of it carry them.
 """
 
 from __future__ import annotations
@@ -51,15 +61,20 @@ class _Stop(Exception):
     """Raised by a stopping tap to end the forward pass at the target layer."""
 
 
-def to_nchw(output: torch.Tensor, num_prefix_tokens: int = 0) -> torch.Tensor | None:
-    """Return a layer output as [B, C, H, W]; token outputs [B, N, C] lose prefix tokens and go on a grid.
+TAP_FACTS_ATTR = "_reportgen_tap_facts"  # a ``TapFacts``, set on the model by ``tap_facts``
+PROBE_GROWTH = 1.5  # the second layout probe runs at this times the input size (stride-64 maps change too)
+
+
+def to_nchw(output: torch.Tensor, num_prefix_tokens: int = 0, layout: str = "nchw") -> torch.Tensor | None:
+    """Return a layer output as [B, C, H, W]: ``nhwc`` outputs are permuted; token outputs
+    [B, N, C] lose prefix tokens and go on a square grid.
 
     Returns ``None`` for outputs that have no spatial layout (e.g. logits).
     """
     if not isinstance(output, torch.Tensor):
         return None
     if output.ndim == 4:
-        return output
+        return output.permute(0, 3, 1, 2) if layout == "nhwc" else output
     if output.ndim == 3:
         tokens = output[:, num_prefix_tokens:, :]
         side = math.isqrt(tokens.shape[1])
@@ -69,16 +84,26 @@ def to_nchw(output: torch.Tensor, num_prefix_tokens: int = 0) -> torch.Tensor | 
     return None
 
 
-def pre_activation_module(module: nn.Module) -> nn.Module | None:
-    """The activation a timm norm-act layer ends with (``BatchNormAct2d.act``, ``ConvNormAct.bn.act``), if any.
-
-    Its input is the layer's pre-activation value: a better optimization target than the output of
-    a (possibly saturated) ReLU or ReLU6, whose gradient is zero wherever the unit is off.
-    """
+def _activation_candidate(module: nn.Module) -> nn.Module | None:
+    """The ``act`` a timm module may end with (``BatchNormAct2d.act``, ``ConvNormAct.bn.act``, a
+    residual block's ``act``), if it has one; whether it really is the module's last operation is
+    for the probe to tell (MambaOut's blocks apply theirs halfway)."""
     for candidate in (getattr(module, "act", None), getattr(getattr(module, "bn", None), "act", None)):
         if isinstance(candidate, nn.Module) and not isinstance(candidate, nn.Identity):
             return candidate
     return None
+
+
+def pre_activation_module(model: nn.Module, name: str) -> nn.Module | None:
+    """The activation function module ``name`` of ``model`` ends with, if the probe saw its output
+    be the module's output (``tap_facts``).
+
+    Its input is the layer's pre-activation value: a better optimization target than the output of
+    a (possibly saturated) ReLU or ReLU6, whose gradient is zero wherever the unit is off.
+    """
+    if name not in tap_facts(model).ends_in_act:
+        return None
+    return _activation_candidate(dict(model.named_modules())[name])
 
 
 class FeatureTap:
@@ -105,14 +130,16 @@ class FeatureTap:
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list = []
         self._prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+        self._layouts: dict[str, str] = {}
 
     def __enter__(self) -> "FeatureTap":
         table = dict(self.model.named_modules())
         missing = [n for n in self.names if n not in table]
         if missing:
             raise UnknownLayerError(f"no module named {missing[0]!r} in {type(self.model).__name__}")
+        self._layouts = tap_facts(self.model).layouts
         for name in self.names:
-            act = pre_activation_module(table[name]) if self.pre_activation else None
+            act = pre_activation_module(self.model, name) if self.pre_activation else None
             if act is not None:  # capture what goes into the layer's own activation function
                 hook = self._hook(name)
                 self._handles.append(act.register_forward_pre_hook(lambda m, inputs, _h=hook: _h(m, inputs, inputs[0])))
@@ -126,8 +153,10 @@ class FeatureTap:
         self._handles.clear()
 
     def _hook(self, name: str):
+        layout = self._layouts.get(name, "nchw")
+
         def hook(_module, _inputs, output):
-            grid = to_nchw(output, self._prefix)
+            grid = to_nchw(output, self._prefix, layout)
             self.outputs[name] = self.reduce(name, grid) if self.reduce is not None and grid is not None else grid
             if self.stop and len(self.outputs) == len(self.names):
                 raise _Stop
@@ -156,45 +185,132 @@ def catalogue(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerI
     chosen = sorted((name for name in candidates if name in shapes), key=order.__getitem__)
     layers = []
     prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    modules = dict(model.named_modules())
     for name in chosen:
         shape, layout = shapes[name]
         if layout == "tokens" and prefix == 0 and not hasattr(model, "patch_embed"):
             continue
-        module = dict(model.named_modules())[name]
-        layers.append(LayerInfo(len(layers), name, type(module).__name__, shape, _stride(input_size[1], shape[1]),
-                                layout, pre_activation_module(module) is not None))
+        layers.append(LayerInfo(len(layers), name, type(modules[name]).__name__, shape,
+                                _stride(input_size[1], shape[1]), layout, pre_activation_module(model, name) is not None))
     return layers
 
 
+@dataclass(frozen=True)
+class TapFacts:
+    """What one probe measured of a model's modules: the layout of each one with a spatial or
+    token output (``layouts``), and the modules whose output is their ``act``'s (``ends_in_act``)."""
+
+    layouts: dict
+    ends_in_act: frozenset
+
+
+def tap_facts(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> TapFacts:
+    """The ``TapFacts`` of ``model``, measured once and kept on the model (see the module docstring).
+
+    ``input_size`` defaults to the model's own (timm's data config).
+    """
+    facts = getattr(model, TAP_FACTS_ATTR, None)
+    if facts is None:
+        if input_size is None:
+            import timm.data
+
+            input_size = tuple(timm.data.resolve_model_data_config(model)["input_size"])
+        _probe(model, input_size)
+        facts = getattr(model, TAP_FACTS_ATTR)
+    return facts
+
+
 def _probe(model: nn.Module, input_size: tuple[int, int, int]):
-    """Run one forward on zeros; return forward-completion order and (C, H, W) per module."""
-    order: dict[str, int] = {}
-    shapes: dict[str, tuple[tuple[int, int, int], str]] = {}
+    """Forward zeros at ``input_size`` and, where the model runs there, at ``PROBE_GROWTH`` times
+    it; return forward-completion order and ((C, H, W), layout) per module with a spatial or
+    token-grid output, and keep the ``TapFacts`` on the model."""
     prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    _, height, width = input_size
+    order, raw, ends_in_act = _raw_shapes(model, (height, width))
+    try:
+        _, grown, _ = _raw_shapes(model, (round(height * PROBE_GROWTH), round(width * PROBE_GROWTH)))
+    except (RuntimeError, AssertionError, ValueError, IndexError):  # it runs only at its own size
+        grown = {}
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[tuple[int, int, int], str]] = {}
+    layouts: dict[str, str] = {}
+    for name, shape in raw.items():
+        layout = _layout(shape, grown.get(name), modules[name], model)
+        if layout is None:
+            continue
+        grid = to_nchw(torch.empty((0, *shape[1:]), device="meta"), prefix, layout)
+        if grid is not None:
+            shapes[name] = (tuple(int(v) for v in grid.shape[1:]), layout)
+            layouts[name] = layout
+    setattr(model, TAP_FACTS_ATTR, TapFacts(layouts, frozenset(ends_in_act)))
+    return order, shapes
+
+
+def _raw_shapes(model: nn.Module, side: tuple[int, int]):
+    """One forward on zeros of ``side`` (height, width): forward-completion order, the shape of
+    every module's tensor output, and the modules whose output is their ``act``'s output."""
+    order: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    last_output: dict[int, torch.Tensor] = {}  # id(act module) -> its latest output
+    ends_in_act: set[str] = set()
     handles = []
 
-    def make(name):
+    def make(name, act):
         def hook(_m, _i, output):
             order.setdefault(name, len(order))
-            grid = to_nchw(output, prefix)
-            if grid is not None:
-                layout = "tokens" if output.ndim == 3 else "nchw"
-                shapes[name] = (tuple(int(v) for v in grid.shape[1:]), layout)
+            if isinstance(output, torch.Tensor):
+                shapes[name] = tuple(output.shape)
+                if act is not None and last_output.get(id(act)) is output:
+                    ends_in_act.add(name)
 
         return hook
 
+    def remember(act, _i, output):
+        last_output[id(act)] = output
+
     for name, module in model.named_modules():
         if name:
-            handles.append(module.register_forward_hook(make(name)))
+            act = _activation_candidate(module)
+            if act is not None:
+                handles.append(act.register_forward_hook(remember))
+            handles.append(module.register_forward_hook(make(name, act)))
     try:
         param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
         with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=device))
+            model(torch.zeros(1, 3, *side, device=device, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()
-    return order, shapes
+    return order, shapes, ends_in_act
+
+
+def _layout(shape: tuple[int, ...], grown: tuple[int, ...] | None, module: nn.Module, model: nn.Module) -> str | None:
+    """The layout of an output of ``shape`` (``grown``: its shape at the larger probe, if it ran):
+    ``tokens`` for [B, N, C], else the 4-d layout whose channel axis kept its length."""
+    if len(shape) == 3:
+        return "tokens" if grown is None or grown[2] == shape[2] else None
+    if len(shape) != 4:
+        return None
+    if grown is not None and len(grown) == 4:
+        changed = {axis for axis in (1, 2, 3) if grown[axis] != shape[axis]}
+        if changed == {2, 3}:
+            return "nchw"
+        if changed == {1, 2}:
+            return "nhwc"
+    return _declared_layout(module, model)
+
+
+def _declared_layout(module: nn.Module, model: nn.Module) -> str:
+    """What timm declares: the module's own ``output_fmt`` (its patch embeddings), else NCHW for
+    convolutions, norms and pools, else the model's ``output_fmt`` (``NHWC`` for Swin, MambaOut...)."""
+    own = getattr(module, "output_fmt", None)
+    if own is not None:
+        return "nhwc" if str(getattr(own, "value", own)).upper() == "NHWC" else "nchw"
+    if isinstance(module, (nn.Conv2d, nn.modules.batchnorm._BatchNorm, nn.MaxPool2d, nn.AvgPool2d,
+                           nn.AdaptiveAvgPool2d)):
+        return "nchw"
+    return "nhwc" if str(getattr(model, "output_fmt", "NCHW")).upper() == "NHWC" else "nchw"
 
 
 def _block_candidates(model: nn.Module) -> list[str]:
@@ -319,15 +435,15 @@ def _preview(layers: Sequence[LayerInfo], limit: int = 12) -> str:
 
 def module_layer(model: nn.Module, name: str, input_size: tuple[int, int, int]) -> LayerInfo | None:
     """A ``LayerInfo`` for any named module with a spatial output (for dotted paths outside the catalogue)."""
-    if name not in dict(model.named_modules()):
+    modules = dict(model.named_modules())
+    if name not in modules:
         return None
     _, shapes = _probe(model, input_size)
     if name not in shapes:
         return None
     shape, layout = shapes[name]
-    module = dict(model.named_modules())[name]
-    return LayerInfo(-1, name, type(module).__name__, shape, _stride(input_size[1], shape[1]), layout,
-                     pre_activation_module(module) is not None)
+    return LayerInfo(-1, name, type(modules[name]).__name__, shape, _stride(input_size[1], shape[1]), layout,
+                     pre_activation_module(model, name) is not None)
 
 
 def _stride(input_side: int, output_side: int) -> int:

@@ -100,6 +100,6 @@ def test_pre_activation_is_the_input_of_the_layers_own_activation(tiny):
         pre = tap.run(x)["bn2"].clone()
     with FeatureTap(tiny.module, ["bn2"], stop=True) as tap:
         post = tap.run(x)["bn2"]
-    act = pre_activation_module(dict(tiny.module.named_modules())["bn2"])
+    act = pre_activation_module(tiny.module, "bn2")
     assert act is not None and not torch.equal(pre, post)
     assert torch.allclose(post, act(pre.clone()), atol=1e-6)

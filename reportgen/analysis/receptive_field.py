@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnknownLayerError
-from ..layers import FeatureTap
+from ..layers import FeatureTap, tap_facts
 
 Box = tuple[int, int, int, int]  # inclusive pixel box: (top, left, bottom, right)
 
@@ -145,7 +145,7 @@ def effective(model: nn.Module, layers: Sequence[str], images: torch.Tensor,
     fields = {}
     with _frozen_eval(model), torch.enable_grad():
         # One forward per layer, stopped there, beat one forward for all layers with a retained graph
-        # (efficientnet_lite0, 8 images, 8 layers: 2.8 s against 4.4 s of CPU): backward costs the
+        # (tf_efficientnet_lite0, 8 images, 8 layers: 2.8 s against 4.4 s of CPU): backward costs the
         # same either way, and the retained graph made every backward page in fresh gradient memory.
         for name in layers:
             with FeatureTap(model, [name], stop=True, pre_activation=True) as tap:
@@ -187,7 +187,8 @@ def _centre_support(probe: nn.Module, layers: Sequence[str],
     [height, width] map of the input pixels that unit's gradient reaches (its theoretical field) on
     a canvas of ``shape`` (a square's side, or ``(height, width)``)."""
     height, width = (shape, shape) if isinstance(shape, int) else shape
-    x = torch.ones(1, 3, height, width, dtype=torch.float64, requires_grad=True)
+    device = next(probe.parameters()).device
+    x = torch.ones(1, 3, height, width, dtype=torch.float64, device=device, requires_grad=True)
     with _max_pool_as_average(), torch.enable_grad(), FeatureTap(probe, layers, stop=True) as tap:
         outputs = tap.run(x)
     _require_spatial(layers, outputs)
@@ -231,6 +232,7 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalRe
 
 
 def _linear_positive_copy(model: nn.Module) -> nn.Module:
+    tap_facts(model)  # measured on the real model, so that the copy carries its layouts
     probe = copy.deepcopy(model).double().eval()
     for parent in list(probe.modules()):
         for child_name, child in list(parent.named_children()):
