@@ -54,6 +54,14 @@ class RenderJob:
     names: tuple[str, ...] = ()
     photos: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
+    def part(self, ids: Sequence[int]) -> "RenderJob":
+        """The same job for ``ids`` (some of its own) only, with their names and photos."""
+        keep = [i for i, c in enumerate(self.ids) if c in ids]
+        return dataclasses.replace(self, ids=tuple(self.ids[i] for i in keep),
+                                   todo=tuple(c for c in self.todo if c in ids),
+                                   names=tuple(self.names[i] for i in keep) if self.names else (),
+                                   photos=tuple(self.photos[i] for i in keep) if self.photos else ())
+
 
 @dataclass
 class RenderSet:
@@ -101,7 +109,7 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
     report.cached += cached
     progress.advance(cached)
     if kind in UNIT_KINDS:
-        batch = choose_batch(loaded, layer, settings, len(ids), config.batch)
+        batch = choose_batch(loaded, len(ids), config.batch)
         batch = max(1, batch // DIVERSITY_K) if kind == "diversity" else batch
     else:  # classes, dreams and inversions: one batch
         batch = max(1, len(ids))
@@ -124,21 +132,41 @@ def run_job(loaded, job: RenderJob, magnitude=None, on_step: Callable[[int], Non
     that produced NaN or inf is optimized again at a tenth of the learning rate for the failed ids.
     ``magnitude`` is the spectrum of a ``maco`` build.
     """
-    results = _render(loaded, job, job.settings, magnitude, on_step)
+    results = _render_in_memory(loaded, job, job.settings, magnitude, on_step)
     for result in results:
         result.extra["lr"] = job.settings.lr
     failed = [r.channel for r in results if not r.ok and r.channel in job.todo]
     if failed:
         gentler = dataclasses.replace(job.settings, lr=job.settings.lr * RETRY_LR_FACTOR)
-        keep = [i for i, c in enumerate(job.ids) if c in failed]
-        retry = dataclasses.replace(job, ids=tuple(failed), todo=tuple(failed),
-                                    names=tuple(job.names[i] for i in keep) if job.names else (),
-                                    photos=tuple(job.photos[i] for i in keep) if job.photos else ())
-        retried = {r.channel: r for r in _render(loaded, retry, gentler, magnitude, None)}
+        retried = {r.channel: r for r in _render_in_memory(loaded, job.part(failed), gentler, magnitude, None)}
         for result in retried.values():
             result.extra["lr"] = gentler.lr
         results = [retried.get(r.channel, r) for r in results]
     return [r for r in results if r.channel in job.todo]
+
+
+def _render_in_memory(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step) -> list:
+    """``_render``, split in halves (and those again) while the GPU runs out of memory for the
+    batch: each unit has its own seed, so a unit's render does not depend on its batch mates."""
+    import torch
+
+    try:
+        return _render(loaded, job, settings, magnitude, on_step)
+    except torch.cuda.OutOfMemoryError:
+        if len(job.ids) == 1:
+            raise
+    torch.cuda.empty_cache()
+    half = len(job.ids) // 2
+    return [result for ids in (job.ids[:half], job.ids[half:])
+            for result in _render_in_memory(loaded, job.part(ids), settings, magnitude,
+                                            _thinned(on_step, len(ids) / len(job.ids)))]
+
+
+def _thinned(on_step: Callable[[int], None] | None, share: float) -> Callable[[int], None] | None:
+    """``on_step`` called on about ``share`` of the steps: a part of a job reports its share of progress."""
+    if on_step is None:
+        return None
+    return lambda step: on_step(step) if int((step + 1) * share) > int(step * share) else None
 
 
 def run_timed(loaded, job: RenderJob, magnitude=None, on_step=None) -> tuple[list, float]:

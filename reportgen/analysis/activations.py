@@ -82,9 +82,12 @@ class _Running:
         b, c = x.shape[:2]
         means, maxes = x.mean(dim=(2, 3)).cpu(), x.amax(dim=(2, 3)).cpu()
         if self.sum is None:
-            self.top_value, self.top_index = torch.empty(c, 0), torch.empty(c, 0, dtype=torch.long)
-            self.sum, self.fires = torch.zeros(c, dtype=torch.float64), torch.zeros(c)
-            self.peak = torch.full((c,), -torch.inf)
+            # host-side state: the statistics of every batch are gathered on the CPU
+            self.top_value = torch.empty(c, 0, device="cpu")
+            self.top_index = torch.empty(c, 0, dtype=torch.long, device="cpu")
+            self.sum = torch.zeros(c, dtype=torch.float64, device="cpu")
+            self.fires = torch.zeros(c, device="cpu")
+            self.peak = torch.full((c,), -torch.inf, device="cpu")
         values = torch.cat([self.top_value, means.T], dim=1)
         index = torch.cat([self.top_index, indices.expand(c, b)], dim=1)
         top = values.topk(min(self.k, values.shape[1]), dim=1)
@@ -97,7 +100,8 @@ class _Running:
         flat = x.transpose(0, 1).reshape(c, -1)
         if self.shift is None:
             self.shift = flat.mean(dim=1, keepdim=True)
-            self.s1, self.s2 = torch.zeros(c, dtype=torch.float64), torch.zeros(c, c, dtype=torch.float64)
+            self.s1 = torch.zeros(c, dtype=torch.float64, device="cpu")
+            self.s2 = torch.zeros(c, c, dtype=torch.float64, device="cpu")
         flat = flat - self.shift
         self.s1 += flat.sum(dim=1).double().cpu()
         self.s2 += (flat @ flat.T).double().cpu()
@@ -158,14 +162,14 @@ def analyze_references(
     running = {layer: _Running(k) for layer in layers}
     used: list[int] = []
     predictions: dict[int, list[tuple[int, float]]] = {}
-    current = torch.empty(0, dtype=torch.long)
+    current = torch.empty(0, dtype=torch.long, device="cpu")
 
     def fold(name: str, grid: torch.Tensor) -> None:  # inside the hook: before in-place activations
         running[name].add(grid, current)
 
     with torch.inference_mode(), FeatureTap(model.module, layers, reduce=fold, pre_activation=True):
         for indices, pixels in iter_batches(refs, size, model.preprocess.crop_pct, batch):
-            current = torch.tensor(indices)
+            current = torch.tensor(indices, device="cpu")
             logits = model.module(model_input(model, pixels))
             if logits.ndim == 2:
                 probs = logits.float().softmax(dim=-1).cpu()
@@ -199,7 +203,7 @@ def activation_maps(model: LoadedModel, pairs: dict[str, Sequence[tuple[int, int
         column = {c: n for n, c in enumerate(channels[layer])}
         for row, (i, c) in enumerate(layer_pairs):
             rows[layer].setdefault(i, []).append((row, column[c]))
-    wanted = {layer: torch.as_tensor(cs, dtype=torch.long) for layer, cs in channels.items()}
+    wanted = {layer: torch.as_tensor(cs, dtype=torch.long, device="cpu") for layer, cs in channels.items()}
 
     def keep(name: str, grid: torch.Tensor) -> torch.Tensor:  # [B, len(channels[name]), h, w] on the CPU
         picked = grid.detach()[:, wanted[name].to(grid.device)].float()

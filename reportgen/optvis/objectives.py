@@ -213,8 +213,10 @@ class Diversity(Objective):
         feats = acts[self.layer].float().flatten(2)  # [B, C, HW]
         if feats.shape[0] != len(self.groups):
             raise ValueError(f"Diversity has {len(self.groups)} group ids for a batch of {feats.shape[0]}")
-        grams = F.normalize((feats @ feats.transpose(1, 2)).flatten(1), dim=1)  # [B, C*C], unit length
-        similarity = grams @ grams.T  # [B, B]
+        # Sums over H*W products overflow float16 (65504) on a GPU: autocast must not cast them down.
+        with torch.autocast(feats.device.type, enabled=False):
+            grams = F.normalize((feats @ feats.transpose(1, 2)).flatten(1), dim=1)  # [B, C*C], unit length
+            similarity = grams @ grams.T  # [B, B]
         groups = torch.as_tensor(self.groups, device=feats.device)
         peers = (groups[:, None] == groups[None, :]) & ~torch.eye(len(groups), dtype=torch.bool, device=feats.device)
         return -(similarity * peers).sum(dim=1) / peers.sum(dim=1).clamp(min=1)

@@ -22,7 +22,7 @@ Size = Union[int, tuple[int, int]]  # a square side, or (height, width)
 GREY = 0.5  # the canvas outside a box (the same grey as the transforms' padding)
 
 # Lucid's square root of the ImageNet colour covariance (its SVD), applied to decorrelated colour.
-_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], device="cpu")
 _COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
@@ -31,7 +31,7 @@ def _hw(size: Size) -> tuple[int, int]:
 
 
 def _per_item_normal(shape: Sequence[int], generators: Sequence[torch.Generator], std: float) -> torch.Tensor:
-    return torch.stack([torch.randn(*shape, generator=g) * std for g in generators])
+    return torch.stack([torch.randn(*shape, generator=g, device="cpu") * std for g in generators])
 
 
 class FFTImage(nn.Module):
@@ -50,8 +50,8 @@ class FFTImage(nn.Module):
         super().__init__()
         self.height, self.width = _hw(size)
         self.decorrelate = decorrelate
-        fy = torch.fft.fftfreq(self.height)[:, None]
-        fx = torch.fft.rfftfreq(self.width)[None, :]
+        fy = torch.fft.fftfreq(self.height, device="cpu")[:, None]
+        fx = torch.fft.rfftfreq(self.width, device="cpu")[None, :]
         freqs = torch.sqrt(fx * fx + fy * fy)
         # As Lucid: the lowest frequency is that of the longer side.
         scale = 1.0 / torch.clamp(freqs, min=1.0 / max(self.height, self.width)) ** decay_power
@@ -170,14 +170,15 @@ class MacoImage(nn.Module):
         super().__init__()
         self.height, self.width = _hw(size)
         self.decorrelate = decorrelate
-        magnitude = torch.as_tensor(magnitude, dtype=torch.float32)
+        magnitude = torch.as_tensor(magnitude, dtype=torch.float32, device="cpu")
         expected = (3, self.height, self.width // 2 + 1)
         if tuple(magnitude.shape) != expected:
             raise ValueError(f"magnitude has shape {list(magnitude.shape)}, but a {self.height} x {self.width} "
                              f"image needs {list(expected)}; compute it with magnitude_spectrum(photos, "
                              f"({self.height}, {self.width}))")
         self.register_buffer("magnitude", magnitude.clone())
-        phase = torch.stack([torch.rand(expected, generator=g) * (2 * math.pi) - math.pi for g in generators])
+        phase = torch.stack([torch.rand(expected, generator=g, device="cpu") * (2 * math.pi) - math.pi
+                             for g in generators])
         self.phase = nn.Parameter(phase)
 
     def forward(self) -> torch.Tensor:
@@ -207,7 +208,7 @@ def magnitude_spectrum(images: Sequence[np.ndarray], size: Size, decorrelate: bo
         ValueError: no images, or one that is not uint8 ``[H, W, 3]``.
     """
     height, width = _hw(size)
-    total = torch.zeros(3, height, width // 2 + 1, dtype=torch.float64)
+    total = torch.zeros(3, height, width // 2 + 1, dtype=torch.float64, device="cpu")
     count = 0
     for i, array in enumerate(images):
         array = np.asarray(array)
@@ -248,8 +249,8 @@ def _periodic(image: torch.Tensor) -> torch.Tensor:
     jumps[..., -1, :] += image[..., 0, :] - image[..., -1, :]
     jumps[..., :, 0] += image[..., :, -1] - image[..., :, 0]
     jumps[..., :, -1] += image[..., :, 0] - image[..., :, -1]
-    q = torch.arange(height, dtype=image.dtype)[:, None]
-    r = torch.arange(width, dtype=image.dtype)[None, :]
+    q = torch.arange(height, dtype=image.dtype, device=image.device)[:, None]
+    r = torch.arange(width, dtype=image.dtype, device=image.device)[None, :]
     laplacian = 2 * torch.cos(2 * math.pi * q / height) + 2 * torch.cos(2 * math.pi * r / width) - 4
     laplacian[0, 0] = 1.0  # the mean of the smooth part is set to 0 below
     smooth = torch.fft.fft2(jumps) / laplacian

@@ -343,50 +343,63 @@ def average_decay(settings: RenderSettings) -> float:
 def mixed_precision(device: torch.device):
     """How a render computes on ``device``: ``(autocast context factory, gradient scaler or None)``.
 
-    On a GPU the forward pass runs in bfloat16 where the GPU supports it (no loss scaling needed),
-    else in float16 with a gradient scaler; the image parameters and Adam stay in float32. On the
-    CPU everything stays float32 (bit-reproducible renders).
+    On a GPU the forward pass runs in bfloat16 where the GPU computes it natively (compute
+    capability 8.0 and up: no loss scaling needed), else in float16 with a gradient scaler; the
+    image parameters and Adam stay in float32. ``torch.cuda.is_bf16_supported()`` alone is not
+    enough: by default it also says yes where bfloat16 is only emulated, at a fraction of the
+    speed. On the CPU everything stays float32 (bit-reproducible renders).
     """
     if device.type != "cuda":
         return contextlib.nullcontext, None
-    if torch.cuda.is_bf16_supported():
+    if native_bf16(device):
         return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
-def check_canvas(model: LoadedModel, layers: Sequence[str], settings: RenderSettings) -> None:
-    """Fail early, with the fix, when the canvas is too small for the model to reach every one of
-    ``layers`` (one forward pass, stopped after the last of them).
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU ``device`` computes bfloat16 natively (Ampere, compute capability 8.0, and newer)."""
+    return (torch.cuda.get_device_capability(device)[0] >= 8
+            and torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def check_canvas(model: LoadedModel, settings: RenderSettings) -> LoadedModel:
+    """The model ready for this canvas (``settings.size`` padded by ``settings.pad`` on each side):
+    as it is when it runs at that size; resized to its input size on the way in
+    (``models.with_fixed_input``) when it runs only at its own size, as most ViT, Swin and LeViT
+    checkpoints do. One forward pass at each size tried.
 
     Raises:
-        UsageError: the forward pass at the padded canvas size fails (e.g. inception_v3 at 64 px).
+        UsageError: the canvas is too small for a model that runs at other sizes (inception_v3 at
+            64 px), or the model does not run even at its own input size.
     """
     from ..errors import UsageError
+    from ..models import forward_error, with_fixed_input
 
     side = settings.size + 2 * settings.pad
-    with torch.no_grad(), FeatureTap(model.module, layers, stop=True) as tap:
-        try:
-            tap.run(torch.zeros(1, 3, side, side, device=model.device))
-        except RuntimeError as exc:
-            unreached = next(layer for layer in layers if layer not in tap.outputs)
-            raise UsageError(
-                f"--size {settings.size} is too small for {model.name} to reach {unreached} "
-                f"({str(exc).splitlines()[0][:80]}); try --size {model.preprocess.input_size[1]}"
-            ) from None
+    if model.fixed_input or (error := forward_error(model, side, side)) is None:
+        return model
+    _, height, width = model.preprocess.input_size
+    if (own := forward_error(model, height, width)) is not None:
+        raise UsageError(f"{model.name} does not run on a batch of its own input size {height}x{width} px "
+                         f"({own}); it cannot be visualized here")
+    if side < min(height, width) and forward_error(model, height + 32, width + 32) is None:
+        raise UsageError(f"--size {settings.size} is too small for {model.name} ({error[:80]}); "
+                         f"try --size {max(height, width)}")
+    return with_fixed_input(model)
 
 
-def choose_batch(model: LoadedModel, layer: str, settings: RenderSettings, n_units: int, requested: int | None) -> int:
-    """How many units to optimize at once: ``requested`` if given; on CPU up to 16; on a GPU as
-    many as fit in 70% of free memory, measured with a one-unit probe step."""
+GPU_BATCH = 64  # units a GPU job optimizes together (a job too big for the GPU's memory is split)
+CPU_BATCH = 16  # ... and a CPU job: beyond this a batch gains nothing on a few cores
+
+
+def choose_batch(model: LoadedModel, n_units: int, requested: int | None) -> int:
+    """How many units a job optimizes together: ``requested`` if given, else ``GPU_BATCH`` on a GPU
+    and ``CPU_BATCH`` on the CPU, at most ``n_units``.
+
+    It depends on nothing but these, never on free memory, so every shard of a ``--shard`` build
+    and every resumed build cuts a layer into the same jobs; a job that does not fit in memory is
+    split where it runs (``renders.run_job``).
+    """
     if requested:
         return max(1, min(requested, n_units))
-    if model.device.type != "cuda":
-        return max(1, min(16, n_units))
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(model.device)
-    before = torch.cuda.memory_allocated(model.device)
-    probe = dataclasses.replace(settings, steps=1)
-    render_channels(model, layer, [0], probe)
-    per_item = max(1, torch.cuda.max_memory_allocated(model.device) - before)
-    free, _total = torch.cuda.mem_get_info(model.device)
-    return max(1, min(n_units, 256, int(0.7 * free / per_item)))
+    return max(1, min(GPU_BATCH if model.device.type == "cuda" else CPU_BATCH, n_units))

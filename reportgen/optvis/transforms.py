@@ -22,12 +22,12 @@ def random_affine(images: torch.Tensor, generators: Sequence[torch.Generator], p
     if pad:
         images = F.pad(images, (pad, pad, pad, pad), mode="constant", value=0.5)
     b, _, h, w = images.shape
-    draws = torch.stack([torch.rand(4, generator=g) for g in generators])  # [B, 4] in [0, 1)
+    draws = torch.stack([torch.rand(4, generator=g, device="cpu") for g in generators])  # [B, 4] in [0, 1)
     shift = (draws[:, :2] * 2 - 1) * jitter  # pixels
     scale = scales[0] + draws[:, 2] * (scales[1] - scales[0])
     angle = (draws[:, 3] * 2 - 1) * math.radians(max_angle)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.zeros(b, 2, 3)
+    theta = torch.zeros(b, 2, 3, device="cpu")
     theta[:, 0, 0], theta[:, 0, 1] = cos, -sin
     theta[:, 1, 0], theta[:, 1, 1] = sin, cos
     theta[:, 0, 2] = shift[:, 0] * 2 / w

@@ -88,7 +88,7 @@ def cross_agreement(model: LoadedModel, layer: str, channels: Sequence[int], ren
     values = []
     for i in range(len(renders)):
         for j in range(i + 1, len(renders)):
-            keep = torch.ones(profiles.shape[1], dtype=torch.bool)
+            keep = torch.ones(profiles.shape[1], dtype=torch.bool, device="cpu")
             keep[[channels[i], channels[j]]] = False
             values.append(_pearson(profiles[i][keep], profiles[j][keep]))
     return float(np.median(values))
@@ -105,7 +105,7 @@ def layer_profiles(model: LoadedModel, layer: str, images: Sequence[np.ndarray])
 
 
 def _pearson_without(a: torch.Tensor, b: torch.Tensor, channel: int) -> float:
-    keep = torch.ones(a.shape[0], dtype=torch.bool)
+    keep = torch.ones(a.shape[0], dtype=torch.bool, device="cpu")
     keep[channel] = False
     return _pearson(a[keep], b[keep])
 
