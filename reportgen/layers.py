@@ -183,16 +183,19 @@ def catalogue(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerI
     order, shapes = _probe(model, input_size)
     candidates = _block_candidates(model)
     chosen = sorted((name for name in candidates if name in shapes), key=order.__getitem__)
-    layers = []
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    modules = dict(model.named_modules())
-    for name in chosen:
-        shape, layout = shapes[name]
-        if layout == "tokens" and prefix == 0 and not hasattr(model, "patch_embed"):
-            continue
-        layers.append(LayerInfo(len(layers), name, type(modules[name]).__name__, shape,
-                                _stride(input_size[1], shape[1]), layout, pre_activation_module(model, name) is not None))
-    return layers
+    return [_layer_info(model, index, name, *shapes[name], input_size) for index, name in enumerate(chosen)]
+
+
+def _layer_info(model: nn.Module, index: int, name: str, shape: tuple[int, int, int], layout: str,
+                input_size: tuple[int, int, int]) -> LayerInfo:
+    """The ``LayerInfo`` of module ``name``; its stride is timm's declared ``reduction`` where
+    ``feature_info`` lists the module (LeViT's 4x4 last stage of a 224 px input is 64, not 56)."""
+    declared = {info.get("module"): info.get("reduction") for info in getattr(model, "feature_info", None) or []
+                if isinstance(info, dict)}
+    stride = int(declared.get(name) or _stride(input_size[1], shape[1]))
+    module = dict(model.named_modules())[name]
+    return LayerInfo(index, name, type(module).__name__, shape, stride, layout,
+                     pre_activation_module(model, name) is not None)
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,10 @@ def _probe(model: nn.Module, input_size: tuple[int, int, int]):
     modules = dict(model.named_modules())
     shapes: dict[str, tuple[tuple[int, int, int], str]] = {}
     layouts: dict[str, str] = {}
+    declared = {info.get("module"): info.get("num_chs") for info in getattr(model, "feature_info", None) or []
+                if isinstance(info, dict)}
     for name, shape in raw.items():
-        layout = _layout(shape, grown.get(name), modules[name], model)
+        layout = _layout(shape, grown.get(name), modules[name], model, declared.get(name))
         if layout is None:
             continue
         grid = to_nchw(torch.empty((0, *shape[1:]), device="meta"), prefix, layout)
@@ -285,11 +290,17 @@ def _raw_shapes(model: nn.Module, side: tuple[int, int]):
     return order, shapes, ends_in_act
 
 
-def _layout(shape: tuple[int, ...], grown: tuple[int, ...] | None, module: nn.Module, model: nn.Module) -> str | None:
-    """The layout of an output of ``shape`` (``grown``: its shape at the larger probe, if it ran):
-    ``tokens`` for [B, N, C], else the 4-d layout whose channel axis kept its length."""
+def _layout(shape: tuple[int, ...], grown: tuple[int, ...] | None, module: nn.Module, model: nn.Module,
+            feature_channels: int | None = None) -> str | None:
+    """The layout of an output of ``shape`` (``grown``: its shape at the larger probe, if it ran;
+    ``feature_channels``: its channels where timm's ``feature_info`` lists the module): ``tokens``
+    for [B, N, C], else the 4-d layout whose channel axis kept its length."""
     if len(shape) == 3:
-        return "tokens" if grown is None or grown[2] == shape[2] else None
+        if grown is not None:  # tokens: their number grows with the image, their width does not
+            return "tokens" if len(grown) == 3 and grown[2] == shape[2] and grown[1] != shape[1] else None
+        # a model that runs only at its own size: a vision transformer's tokens, or a feature timm lists
+        vit = bool(getattr(model, "num_prefix_tokens", 0)) or hasattr(model, "patch_embed")
+        return "tokens" if vit or feature_channels == shape[2] else None
     if len(shape) != 4:
         return None
     if grown is not None and len(grown) == 4:
@@ -441,9 +452,7 @@ def module_layer(model: nn.Module, name: str, input_size: tuple[int, int, int]) 
     _, shapes = _probe(model, input_size)
     if name not in shapes:
         return None
-    shape, layout = shapes[name]
-    return LayerInfo(-1, name, type(modules[name]).__name__, shape, _stride(input_size[1], shape[1]), layout,
-                     pre_activation_module(model, name) is not None)
+    return _layer_info(model, -1, name, *shapes[name], input_size)
 
 
 def _stride(input_side: int, output_side: int) -> int:
