@@ -72,7 +72,8 @@ def theoretical(model: nn.Module, layers: Sequence[str], strides: dict[str, int]
 
     The canvas starts at ``start_side`` pixels and doubles while a field touches its border, up to
     ``max_side``; a field that still touches it is reported as global when it covers the whole
-    canvas, else with ``size`` = None and ``is_global`` = False (larger than ``max_side``).
+    canvas, else with ``size`` = None and ``is_global`` = False (larger than ``max_side``, or than
+    the only canvas a fixed-size model runs at).
     """
     probe = _linear_positive_copy(model)
     pending, fields, side = list(layers), {}, start_side
@@ -81,8 +82,13 @@ def theoretical(model: nn.Module, layers: Sequence[str], strides: dict[str, int]
         # Kernels are rectangles, so a field's height does not depend on the canvas's width, nor its
         # width on the height: a tall and a wide strip (side x start_side) measure both, at a quarter
         # of a side x side square's cost at twice the start and an eighth at eight times.
-        tall = _centre_support(probe, pending, (side, start_side))
-        wide = _centre_support(probe, pending, (start_side, side)) if side > start_side else tall
+        try:
+            tall = _centre_support(probe, pending, (side, start_side))
+            wide = _centre_support(probe, pending, (start_side, side)) if side > start_side else tall
+        except (RuntimeError, AssertionError, ValueError, IndexError):
+            if side == start_side:
+                raise
+            break  # a model that runs only at its own size: no larger canvas to grow into
         for name in list(pending):
             (row, rows_support), (_, cols_support) = tall[name], wide[name]
             top, _, bottom, _ = _bounding_box(rows_support)
@@ -197,12 +203,19 @@ def _centre_support(probe: nn.Module, layers: Sequence[str],
         out = outputs[name]
         row, col = out.shape[2] // 2, out.shape[3] // 2
         (grad,) = torch.autograd.grad(out[0, :, row, col].sum(), x, retain_graph=True)
-        supports[name] = (row, grad[0].abs().sum(0) > 0)
+        # In deep attention stages the probe's values grow huge and softmax's gradient can come back
+        # NaN: NaN arrives only along paths that carry gradient, so it counts as reached.
+        reached = grad[0].nan_to_num(nan=1.0).abs().sum(0) > 0
+        supports[name] = (row, reached.cpu())
     return supports
 
 
 def _bounding_box(support: torch.Tensor) -> Box:
+    """The inclusive box around ``support``; the whole canvas where nothing is reached (a field the
+    probe cannot see, so that no pixel the unit might see is left out)."""
     rows, cols = support.any(1).nonzero().flatten(), support.any(0).nonzero().flatten()
+    if len(rows) == 0:
+        return 0, 0, support.shape[0] - 1, support.shape[1] - 1
     return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
 
 

@@ -135,13 +135,15 @@ def receptive_fields(loaded, layers: list, store: Store | None = None) -> dict:
 
     side = loaded.preprocess.input_size[1]
     modules = [layer.module for layer in layers]
-    key = canonical_key({"kind": "receptive-fields", "v": 1, "model": loaded.name, "side": side, "layers": modules})
+    key = canonical_key({"kind": "receptive-fields", "v": 1, "model": loaded.name, "side": side, "layers": modules,
+                         "fixed": loaded.fixed_input})
     cached = store.get_arrays(key) if store else None
     if cached is not None:
         return {m: ReceptiveField(int(s) if s >= 0 else None, int(p) if s >= 0 else None, bool(g))
                 for m, s, p, g in zip(modules, cached["size"], cached["padding"], cached["global"])}
+    # a fixed-size model squeezes a larger canvas into its input size: its fields are measured there only
     fields = theoretical(loaded.module, modules, {layer.module: layer.stride for layer in layers},
-                         start_side=side, max_side=8 * side)
+                         start_side=side, max_side=side if loaded.fixed_input else 8 * side)
     if store:
         store.put_arrays(key, {
             "size": np.array([fields[m].size if fields[m].size is not None else -1 for m in modules]),
@@ -220,7 +222,7 @@ def neuron_boxes(loaded, modules: list[str], size: int, pad: int,
     from .receptive_field import neuron_boxes as boxes_on
 
     key = canonical_key({"kind": "neuron-boxes", "v": 1, "model": loaded.name, "size": size, "pad": pad,
-                         "layers": modules})
+                         "layers": modules, "fixed": loaded.fixed_input})
     cached = store.get_arrays(key) if store else None
     if cached is not None:
         return {m: tuple(int(v) for v in box) for m, box in zip(modules, cached["boxes"])}

@@ -363,8 +363,8 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def check_canvas(model: LoadedModel, settings: RenderSettings) -> LoadedModel:
-    """The model ready for this canvas (``settings.size`` padded by ``settings.pad`` on each side):
-    as it is when it runs at that size; resized to its input size on the way in
+    """The model ready for this canvas (``settings.size``, and padded by ``settings.pad`` on each
+    side): as it is when it runs at both sizes; resized to its input size on the way in
     (``models.with_fixed_input``) when it runs only at its own size, as most ViT, Swin and LeViT
     checkpoints do. One forward pass at each size tried.
 
@@ -375,9 +375,14 @@ def check_canvas(model: LoadedModel, settings: RenderSettings) -> LoadedModel:
     from ..errors import UsageError
     from ..models import forward_error, with_fixed_input
 
-    side = settings.size + 2 * settings.pad
-    if model.fixed_input or (error := forward_error(model, side, side)) is None:
+    # renders are optimized on the padded canvas and measured (channels, trust, classes) on the bare one
+    sides = (settings.size + 2 * settings.pad, settings.size)
+    if model.fixed_input:
         return model
+    failed = [(side, error) for side in dict.fromkeys(sides) if (error := forward_error(model, side, side))]
+    if not failed:
+        return model
+    side, error = failed[0]
     _, height, width = model.preprocess.input_size
     if (own := forward_error(model, height, width)) is not None:
         raise UsageError(f"{model.name} does not run on a batch of its own input size {height}x{width} px "
