@@ -461,7 +461,8 @@ def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildRep
                 "key": dream.key, "start": dream.meta["curve"][0][1] if dream.meta["curve"] else None,
                 "activation": dream.meta["activation"]},
             "inversion": None if inversion is None else {
-                "key": inversion.key, "error": -inversion.meta["activation"]},
+                "key": inversion.key, "error": -inversion.meta["activation"],
+                "start": -inversion.meta["curve"][0][1] if inversion.meta["curve"] else None},
         })
     return entries
 

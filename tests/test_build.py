@@ -58,12 +58,19 @@ def test_variants_dreams_and_classes_reach_the_pages(built):
     for entry in model["classes"]:
         assert (site / "classes" / f"{entry['class']}.webp").is_file() and 0 <= entry["prob"] <= 1
     assert "flamingo" in (out / "docs" / model["slug"] / "index.md").read_text()
+    defined = False
     for layer in model["layers"]:
         first, *others = layer["units"]
         assert all(u[k] is None for u in others for k in ("second_seed", "negative", "diversity"))  # --variants 1
         assert -1 <= first["second_seed"]["agreement"] <= 1 and -1 <= layer["seed_baseline"] <= 1
         assert first["negative"]["activation"] < first["activation"]
-        assert len(first["diversity"]["ratios"] or [None] * 3) == 3
+        diversity, ref_max = first["diversity"], first["ref_max"]
+        if ref_max is not None and ref_max > 0:  # each variant's ratio; together they average to the strip's
+            defined = True
+            assert len(diversity["ratios"]) == 3
+            assert sum(diversity["ratios"]) / 3 == pytest.approx(diversity["activation"] / ref_max)
+        else:
+            assert diversity["ratios"] is None
         for unit in layer["units"]:
             assert set(unit["perturbed"]) in ({"crop", "shift", "blur"}, set())
             assert unit["perturbed_ratio"] is None or unit["perturbed_ratio"] == pytest.approx(
@@ -75,7 +82,9 @@ def test_variants_dreams_and_classes_reach_the_pages(built):
         assert dream["image"] == model["references"]["images"][0]["index"]
         assert (folder / "dreams" / f"{dream['image']}-dream.webp").is_file()
         assert (folder / "dreams" / f"{dream['image']}-inversion.webp").is_file()
-        assert dream["dream"]["activation"] > dream["dream"]["start"] and dream["inversion"]["error"] >= 0
+        assert dream["dream"]["activation"] > dream["dream"]["start"]  # DeepDream amplified what the layer saw
+        assert dream["inversion"]["error"] < dream["inversion"]["start"]  # the inversion moved toward the photo
+    assert defined  # some unit's photographs excite it: its variants' ratios were checked
     unit_page = (out / "docs" / model["slug"] / "bn1" / "0" / "index.md").read_text()
     assert "Perturbed ratio" in unit_page and "Seed agreement" in unit_page and "## Variants" in unit_page
     assert "## DeepDream and inversion" in (out / "docs" / model["slug"] / "bn1" / "index.md").read_text()

@@ -71,7 +71,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                        "median_ratio": float(np.median(ratios)) if ratios else None,
                        "median_perturbed_ratio": 1.0 if ratios else None, "seed_baseline": 0.25 if index == 0 else None,
                        "dreams": [{"image": 3, "dream": {"key": put("q" * 64), "start": 1.0, "activation": 2.0},
-                                   "inversion": {"key": put("i" * 64), "error": 0.25}}] if index == 0 else [],
+                                   "inversion": {"key": put("i" * 64), "error": 0.25, "start": 1.5}}] if index == 0 else [],
                        "dead": [u["channel"] for u in units if u["dead"]] + [3], "redundant_r": 0.95,
                        "redundant": [{"channel": 0, "partner": 1, "r": 0.97}, {"channel": 1, "partner": 0, "r": 0.97}]
                        if index == 0 else []})

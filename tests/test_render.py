@@ -9,6 +9,7 @@ from reportgen.optvis.objectives import Channel, Neuron
 from reportgen.optvis.param import BoxedImage, FFTImage, PixelImage, make_image
 from reportgen.optvis.render import average_decay, render_channels, render_neurons, unit_seed
 from reportgen.optvis.relu import redirected_relus
+from reportgen.optvis.transforms import normalize
 
 FAST = RenderSettings(size=48, steps=24, pad=4, jitter=2)
 BOX = (12, 8, 35, 39)  # inclusive (top, left, bottom, right): 24 x 32, around the canvas centre
@@ -124,12 +125,31 @@ def test_neuron_box_is_checked(tiny):
             render_neurons(tiny, "blocks.1.0", [0], FAST, box=bad)
 
 
-def test_vit_channels_are_token_features():
+def test_vit_units_are_token_features_on_their_patch_grid():
+    """The oracle is the block's own output, [B, 1 + 100, C] tokens (class token first) read by
+    hand: the unit at (row, col) of the 10 x 10 patch grid is token 1 + 10 row + col. Off the
+    diagonal, a grid with rows and columns swapped, or the class token left in, reads another token."""
     from reportgen.models import load_model
+    from reportgen.optvis.objectives import evaluate
 
     vit = load_model("test_vit", "none", "cpu")
-    result = render_channels(vit, "blocks.1", [0, 1], RenderSettings(size=160, steps=6, pad=0, jitter=2))
-    assert all(np.isfinite(r.activation) for r in result)
+    images = torch.rand(2, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+    captured = {}
+    block = dict(vit.module.named_modules())["blocks.1"]
+    handle = block.register_forward_hook(lambda _m, _i, out: captured.setdefault("tokens", out))
+    try:
+        with torch.no_grad():
+            vit.module(normalize(images, vit.preprocess.mean, vit.preprocess.std))
+    finally:
+        handle.remove()
+    tokens = captured["tokens"]
+    assert tokens.shape == (2, 101, 64)
+    for row, col, channel in ((2, 7, 5), (9, 0, 63)):
+        scored = evaluate(vit.module, Neuron("blocks.1", (channel, channel), row, col), images,
+                          vit.preprocess.mean, vit.preprocess.std)
+        assert torch.allclose(scored, tokens[:, 1 + 10 * row + col, channel], atol=1e-6)
+    rendered = render_neurons(vit, "blocks.1", [0, 1], RenderSettings(size=136, steps=6, pad=12, jitter=2))
+    assert all(r.ok and r.curve[-1][1] > r.curve[0][1] for r in rendered)
 
 
 def test_fft_image_is_in_range_and_seeded():
