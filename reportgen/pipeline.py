@@ -333,7 +333,7 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
     """A layer's manifest entry: its facts, its dead and twin units over all its channels and, per
     shown unit, the render (``None`` if it failed), its activation ratio, its statistics over the
     reference images and its top images."""
-    from .optvis.objectives import unit_objective
+    from .optvis.render import render_objective
     from .optvis.render import unit_seed
 
     from .analysis.activations import REDUNDANT_R
@@ -375,7 +375,7 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
             "perturbed_ratio": statistics.fmean(perturbed.values()) if perturbed else None,
             "flat": bool(meta.get("flat", False)),
             "seed": meta.get("seed", unit_seed(config_seed, layer.module, c)),
-            "objective": meta.get("objective", unit_objective("channel", layer.module, (c,)).describe()),
+            "objective": meta.get("objective", render_objective("channel", layer.module, (c,)).describe()),
             "curve": meta.get("curve", []),
             "seconds": meta.get("seconds", 0.0),
             "failed": failed,

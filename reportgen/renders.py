@@ -23,6 +23,8 @@ job's results as they arrive (``RenderSet.store``).
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -30,11 +32,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .config import RenderSettings
-from .store import Store, StoredRender
+from .store import Store, StoredRender, canonical_key
 
 UNIT_KINDS = ("channel", "neuron", "second-seed", "negative", "diversity")
 PHOTO_KINDS = ("dream", "inversion")
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
+# Bump when the render code changes what it makes in a way no setting or constant says (render_key).
+RENDER_ALGO_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -101,9 +105,10 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
 
     ids = list(ids)
     settings = class_settings(config.render) if kind == "class" else config.render
-    keys = {i: Store.render_key(loaded.name, loaded.weights.digest, layer, i,
-                                settings.to_dict(), config.seed, vars(loaded.preprocess),
-                                unit=_unit_spec(kind, i, box, photos)) for i in ids}
+    constants = recipe()
+    keys = {i: render_key(loaded, kind, layer, i, settings, config.seed, box=box,
+                          name=(names or {}).get(i, "") if kind == "class" else "",
+                          photo=photos[i][1] if photos else None, constants=constants) for i in ids}
     found = {i: store.get_render(keys[i]) for i in ids}
     cached = sum(stored is not None for stored in found.values())
     report.cached += cached
@@ -207,14 +212,52 @@ def _render(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step
     return results
 
 
-def _unit_spec(kind: str, index: int, box, photos) -> dict:
-    """What a render optimizes, as it enters the cache key (a channel's key is unchanged since v2)."""
-    from .optvis.render import DIVERSITY_K, DIVERSITY_WEIGHT
+# Module-level constants of these modules are part of every render's key (``recipe``): the render
+# loop, the parameterizations, transforms, objectives, ReLU redirection, dreams, trust measures and
+# the retries here. A constant added to any of them enters the key by itself.
+RECIPE_MODULES = ("reportgen.optvis.render", "reportgen.optvis.param", "reportgen.optvis.transforms",
+                  "reportgen.optvis.objectives", "reportgen.optvis.relu", "reportgen.optvis.dream",
+                  "reportgen.optvis.trust", "reportgen.renders")
+RECIPE_ALSO = (("reportgen.images", "FLAT_STD"),)  # elsewhere, but stored with every render (its flat flag)
+# How many units share a batch is not in the key: a resumed or sharded build finds its renders
+# whatever --batch says (batched kernels may differ from unbatched ones in the last bits only).
+NOT_IN_KEY = frozenset({"GPU_BATCH", "CPU_BATCH", "UNIT_KINDS", "PHOTO_KINDS", "RECIPE_MODULES", "RECIPE_ALSO",
+                        "NOT_IN_KEY"})
+_CONSTANT = re.compile(r"_?[A-Z][A-Z0-9_]*")
 
-    if kind == "neuron":
-        return {"kind": kind, "index": index, "box": list(box) if box else None}
-    if kind == "diversity":
-        return {"kind": kind, "index": index, "k": DIVERSITY_K, "weight": DIVERSITY_WEIGHT}
-    if kind in PHOTO_KINDS:
-        return {"kind": kind, "photo": photos[index][1]}
-    return {"kind": kind, "index": index}
+
+def recipe() -> dict[str, object]:
+    """Every constant the render code reads, by ``module.NAME``, JSON-ready (tensors as lists)."""
+    import torch
+
+    constants: dict[str, object] = {}
+    named = [(module, name) for module in RECIPE_MODULES for name in vars(importlib.import_module(module))]
+    for module, name in [*named, *RECIPE_ALSO]:
+        value = getattr(importlib.import_module(module), name)
+        if not _CONSTANT.fullmatch(name) or name in NOT_IN_KEY:
+            continue
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        if isinstance(value, (bool, int, float, str, tuple, list)):
+            constants[f"{module.rsplit('.', 1)[-1]}.{name}"] = value
+    return constants
+
+
+def render_key(loaded, kind: str, layer: str, index: int, settings: RenderSettings, seed: int,
+               box: tuple[int, int, int, int] | None = None, name: str = "", photo: str | None = None,
+               constants: dict | None = None) -> str:
+    """The store key of one render of ``kind``: what it optimizes (its objective's own ``to_dict``,
+    from ``optvis.render.render_objective``), every setting the loop reads (``settings``), every
+    constant of the render code (``constants``, default ``recipe()``), the model, its weights and
+    how they are fed (preprocessing, resized input), the build seed, and the neuron's ``box`` or the
+    ``photo``'s digest. ``name`` is a class's name. Two renders share a key only if they make the
+    same pixels."""
+    from .optvis import render
+
+    return canonical_key({
+        "v": RENDER_ALGO_VERSION, "kind": kind, "layer": layer, "index": index,
+        "objective": render.render_objective(kind, layer, (index,), (name,) if kind == "class" else ()).to_dict(),
+        "box": list(box) if box and kind == "neuron" else None, "photo": photo, "settings": settings.to_dict(),
+        "seed": seed, "recipe": recipe() if constants is None else constants, "model": loaded.name, "weights": loaded.weights.digest,
+        "preprocess": vars(loaded.preprocess), "fixed_input": loaded.fixed_input,
+    })

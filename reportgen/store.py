@@ -3,7 +3,7 @@
 A render is stored as ``renders/<k[:2]>/<k>.png`` (lossless master) plus ``<k>.json`` (its
 facts). The JSON is written last and carries the PNG's sha256, so it is the "done" marker: an entry
 whose JSON is missing, unreadable or does not match its PNG is a miss and is rendered again.
-Keys hash everything that changes the pixels (see ``render_key``), so a repeated build is free.
+Keys hash everything that changes the pixels (``renders.render_key``), so a repeated build is free.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ import numpy as np
 
 from . import __version__
 from .images import decode, png_bytes
-
-# Bump when the meaning of a render changes (parameterization, transforms, objective, loop).
-RENDER_ALGO_VERSION = 2
-
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
@@ -114,17 +110,6 @@ class Store:
     @property
     def remote(self) -> bool:
         return self._fs is not None
-
-    @staticmethod
-    def render_key(model: str, weights_digest: str, layer: str, channel: int, settings: dict, seed: int,
-                   preprocess: dict, unit: dict | None = None) -> str:
-        """The key of one unit render: every input that changes its pixels, and the algorithm version.
-        ``unit`` says what is optimized (default: the whole channel)."""
-        return canonical_key({
-            "v": RENDER_ALGO_VERSION, "model": model, "weights": weights_digest, "layer": layer,
-            "unit": unit or {"kind": "channel", "index": channel}, "settings": settings, "seed": seed,
-            "preprocess": preprocess,
-        })
 
     def location(self, kind: str, key: str, suffix: str) -> str:
         """Where an entry lives: ``<root>/<kind>/<key[:2]>/<key><suffix>``."""

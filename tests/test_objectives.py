@@ -25,8 +25,8 @@ from reportgen.optvis.objectives import (
     activations,
     evaluate,
     objective_from_dict,
-    unit_objective,
 )
+from reportgen.optvis.render import render_objective
 from reportgen.optvis.param import FFTImage, PixelImage
 
 LAYER = "blocks.2.0"  # test_efficientnet: 32 channels, 8 x 8 at 64 px
@@ -78,7 +78,7 @@ def _every_objective(model):
     return {
         "channel": Channel(LAYER, (1, 3)),
         "neuron": Neuron(LAYER, (1, 3)),
-        "negative": unit_objective("negative", LAYER, (1, 3)),
+        "negative": render_objective("negative", LAYER, (1, 3)),
         "channel_l2": ChannelL2(LAYER, (1, 3)),
         "layer_l2": LayerL2(LAYER),
         "class_logit": ClassLogit((1, 2)),
@@ -108,7 +108,7 @@ def test_negative_lowers_the_channel_mean(tiny):
     channel = Channel(LAYER, (1, 3))
     with torch.no_grad():
         before = _score(tiny, channel, image())
-    _climb(tiny, unit_objective("negative", LAYER, (1, 3)), image)
+    _climb(tiny, render_objective("negative", LAYER, (1, 3)), image)
     with torch.no_grad():
         after = _score(tiny, channel, image())
     assert (after < before).all(), (before, after)
@@ -204,7 +204,7 @@ def test_units_rise_on_a_middle_block(request, fixture, kind):
     model = request.getfixturevalue(fixture)
     layers = catalogue(model.module, model.preprocess.input_size)
     layer = layers[len(layers) // 2].module
-    first, last = _climb(model, unit_objective(kind, layer, (0, 9)), _image(2, size=model.preprocess.input_size[1]),
+    first, last = _climb(model, render_objective(kind, layer, (0, 9)), _image(2, size=model.preprocess.input_size[1]),
                          steps=15)
     assert (last > first).all(), (layer, first, last)
 
@@ -223,8 +223,8 @@ def test_algebra_is_exact():
     assert torch.equal((a - b).score(ACTS), a.score(ACTS) - b.score(ACTS))
     assert torch.equal((a - 0.05 * b).score(ACTS), a.score(ACTS) - 0.05 * b.score(ACTS))
     assert torch.equal((-a).score(ACTS), -a.score(ACTS))
-    assert torch.equal(unit_objective("negative", "a", (0, 3)).score(ACTS), -a.score(ACTS))
-    assert torch.equal(unit_objective("channel", "a", (0, 3)).score(ACTS), a.score(ACTS))
+    assert torch.equal(render_objective("negative", "a", (0, 3)).score(ACTS), -a.score(ACTS))
+    assert torch.equal(render_objective("channel", "a", (0, 3)).score(ACTS), a.score(ACTS))
 
 
 def test_layers_merge_without_duplicates():
@@ -261,7 +261,7 @@ SERIALIZABLE = [
     L2(0.25),
     TotalVariation(),
     Blur(),
-    unit_objective("negative", "a", (1,)),
+    render_objective("negative", "a", (1,)),
     Channel("a", (1, 1)) + 2.0 * Diversity("a", (0, 0)) - 0.05 * TotalVariation() - Blur(),
 ]
 

@@ -20,9 +20,9 @@ import torch
 
 from ..config import RenderSettings
 from ..models import LoadedModel
-from .objectives import FeatureMatch, LayerL2, activations
+from .objectives import activations
 from .param import PixelImage, make_image
-from .render import RenderResult, optimize, unit_seed
+from .render import RenderResult, optimize, render_objective, unit_seed
 from .trust import to_tensor
 
 DREAM_STEPS = 48  # DeepDream keeps the photo recognizable: a short climb, not a full render
@@ -44,7 +44,8 @@ def deep_dream(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], set
     with torch.no_grad():  # sigmoid(logit(photo)) is the photo: the dream starts exactly there
         image.pixels.copy_(torch.logit(to_tensor(photos), eps=1e-3))
     dream = dataclasses.replace(settings, steps=min(settings.steps, DREAM_STEPS), lr=DREAM_LR, pad=0)
-    return optimize(model, image, LayerL2(layer), indices, seeds, gens, dream, on_step, label=layer)
+    return optimize(model, image, render_objective("dream", layer, indices), indices, seeds, gens, dream, on_step,
+                    label=layer)
 
 
 def invert(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], settings: RenderSettings, seed: int = 0,
@@ -64,5 +65,5 @@ def invert(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], setting
     # The maps are compared position by position: no padding, rotation or scaling, a little jitter.
     steady = dataclasses.replace(settings, pad=0, jitter=min(settings.jitter, INVERT_JITTER), scales=(1.0, 1.0),
                                  max_angle=0.0)
-    objective = FeatureMatch(layer, target, label="the photo")
+    objective = render_objective("inversion", layer, indices, target=target)
     return optimize(model, image, objective, indices, seeds, gens, steady, on_step, label=layer)

@@ -157,18 +157,6 @@ class LayerL2(Objective):
         return {"kind": "layer_l2", "layer": self.layer}
 
 
-def unit_objective(kind: str, layer: str, channels: tuple[int, ...]) -> Objective:
-    """The objective for a batch of units of ``layer``: ``channel`` (mean), ``neuron`` (centre) or
-    ``negative`` (minus the mean: what the unit responds to least)."""
-    if kind == "channel":
-        return Channel(layer, channels)
-    if kind == "neuron":
-        return Neuron(layer, channels)
-    if kind == "negative":
-        return -Channel(layer, channels)
-    raise ValueError(f"unknown unit objective {kind!r}; use 'channel', 'neuron' or 'negative'")
-
-
 @dataclass(frozen=True)
 class ClassLogit(Objective):
     """The model's logit for a class; item i maximizes ``classes[i]`` (named ``names[i]`` if given)."""

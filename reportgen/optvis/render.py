@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..config import RenderSettings
 from ..layers import FeatureTap
 from ..models import LoadedModel
-from .objectives import LOGITS, Channel, ClassLogit, Diversity, Neuron, Objective, evaluate
+from .objectives import LOGITS, Channel, ClassLogit, Diversity, FeatureMatch, LayerL2, Neuron, Objective, evaluate
 from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
 from .transforms import random_affine
@@ -76,6 +76,44 @@ def side_by_side(results: Sequence[RenderResult]) -> RenderResult:
                         {"activations": [r.activation for r in results]})
 
 
+def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[str] = (),
+                     target: torch.Tensor | None = None, k: int | None = None,
+                     weight: float | None = None) -> Objective:
+    """What a render of ``kind`` maximizes for the batch ``ids`` of ``layer``: the one definition the
+    render functions optimize and a render's store key describes (``renders.render_key``).
+
+    ``channel`` and ``second-seed``: the channel mean; ``neuron``: the centre neuron; ``negative``:
+    minus the channel mean; ``diversity``: ``k`` (default ``DIVERSITY_K``) variants of each unit,
+    their channel means plus ``weight`` (default ``DIVERSITY_WEIGHT``) times their Gram diversity;
+    ``class``: the class logit (named by ``names``); ``dream``: the layer's L2 norm;
+    ``inversion``: the match of ``target``'s features.
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    ids = tuple(ids)
+    if kind in ("channel", "second-seed"):
+        return Channel(layer, ids)
+    if kind == "neuron":
+        return Neuron(layer, ids)
+    if kind == "negative":
+        return -Channel(layer, ids)
+    if kind == "diversity":
+        k = DIVERSITY_K if k is None else k
+        weight = DIVERSITY_WEIGHT if weight is None else weight
+        items = tuple(c for c in ids for _ in range(k))
+        groups = tuple(i for i in range(len(ids)) for _ in range(k))
+        return Channel(layer, items) + weight * Diversity(layer, groups)
+    if kind == "class":
+        return ClassLogit(ids, tuple(names) or ("",) * len(ids))
+    if kind == "dream":
+        return LayerL2(layer)
+    if kind == "inversion":
+        return FeatureMatch(layer, target if target is not None else torch.empty(0, device="cpu"), label="the photo")
+    raise ValueError(f"unknown render kind {kind!r}; use channel, second-seed, neuron, negative, diversity, class, "
+                     "dream or inversion")
+
+
 def unit_seed(seed: int, layer: str, channel: int, kind: str = "channel") -> int:
     """A 63-bit seed for one unit, stable across runs and independent of batching.
 
@@ -116,8 +154,9 @@ def render_channels(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
-    return optimize(model, image, Channel(layer, tuple(channels)), channels, seeds, gens, settings, on_step,
-                     label=layer, describe=lambda i: Channel(layer, (channels[i],)).describe())
+    return optimize(model, image, render_objective("channel", layer, channels), channels, seeds, gens, settings,
+                    on_step, label=layer,
+                    describe=lambda i: render_objective("channel", layer, channels[i:i + 1]).describe())
 
 
 def render_neurons(
@@ -171,8 +210,9 @@ def render_neurons(
         image = BoxedImage(inner, settings.size, (top, left, bottom, right))
     # A neuron is measured on the canvas as it was optimized, padded with grey: its centre position
     # (and receptive-field box) is that of the padded map. A channel's mean is measured unpadded.
-    return optimize(model, image, Neuron(layer, tuple(channels)), channels, seeds, gens, settings, on_step,
-                     measure_pad=settings.pad, label=layer, describe=lambda i: Neuron(layer, (channels[i],)).describe())
+    return optimize(model, image, render_objective("neuron", layer, channels), channels, seeds, gens, settings,
+                    on_step, measure_pad=settings.pad, label=layer,
+                    describe=lambda i: render_objective("neuron", layer, channels[i:i + 1]).describe())
 
 
 def render_negatives(
@@ -190,9 +230,9 @@ def render_negatives(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
-    target = Channel(layer, tuple(channels))
-    return optimize(model, image, -target, channels, seeds, gens, settings, on_step, measure=target, label=layer,
-                    describe=lambda i: (-Channel(layer, (channels[i],))).describe())
+    return optimize(model, image, render_objective("negative", layer, channels), channels, seeds, gens, settings,
+                    on_step, measure=Channel(layer, tuple(channels)), label=layer,
+                    describe=lambda i: render_objective("negative", layer, channels[i:i + 1]).describe())
 
 
 def render_diversity(
@@ -201,28 +241,29 @@ def render_diversity(
     channels: Sequence[int],
     settings: RenderSettings,
     seed: int = 0,
-    k: int = DIVERSITY_K,
-    weight: float = DIVERSITY_WEIGHT,
+    k: int | None = None,
+    weight: float | None = None,
     on_step: Callable[[int], None] | None = None,
     magnitude: torch.Tensor | None = None,
 ) -> list[list[RenderResult]]:
-    """``k`` variants of each of ``channels``, optimized together and pushed apart (Gram-matrix
-    diversity at ``layer``), so a unit that answers to several patterns shows them.
+    """``k`` (default ``DIVERSITY_K``) variants of each of ``channels``, optimized together and
+    pushed apart (Gram-matrix diversity at ``layer``, weight default ``DIVERSITY_WEIGHT``), so a
+    unit that answers to several patterns shows them.
 
     Returns:
         One list of ``k`` results per channel, in order; each result's activation is its channel mean.
     """
+    k = DIVERSITY_K if k is None else k
+    weight = DIVERSITY_WEIGHT if weight is None else weight
     items = [c for c in channels for _ in range(k)]
     seeds = [unit_seed(seed, layer, c, kind=f"diversity{j}") for c in channels for j in range(k)]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
-    target = Channel(layer, tuple(items))
-    groups = tuple(i for i in range(len(channels)) for _ in range(k))
-    objective = target + weight * Diversity(layer, groups)
-    flat = optimize(model, image, objective, items, seeds, gens, settings, on_step, measure=target, label=layer,
-                    describe=lambda i: f"{Channel(layer, (items[i],)).describe()} + {weight:g} * diversity of "
-                                       f"{k} variants at {layer}")
+    objective = render_objective("diversity", layer, channels, k=k, weight=weight)
+    flat = optimize(model, image, objective, items, seeds, gens, settings, on_step, measure=Channel(layer, tuple(items)),
+                    label=layer, describe=lambda i: f"{Channel(layer, (items[i],)).describe()} + {weight:g} * "
+                                                    f"diversity of {k} variants at {layer}")
     return [flat[i * k:(i + 1) * k] for i in range(len(channels))]
 
 
@@ -251,8 +292,9 @@ def render_classes(
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
     names = tuple(names) or ("",) * len(classes)
-    return optimize(model, image, ClassLogit(tuple(classes), names), classes, seeds, gens, settings, on_step,
-                    label=LOGITS, describe=lambda i: ClassLogit((classes[i],), (names[i],)).describe())
+    return optimize(model, image, render_objective("class", LOGITS, classes, names), classes, seeds, gens, settings,
+                    on_step, label=LOGITS,
+                    describe=lambda i: render_objective("class", LOGITS, classes[i:i + 1], names[i:i + 1]).describe())
 
 
 def optimize(
