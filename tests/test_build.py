@@ -177,6 +177,7 @@ def test_a_second_model_is_added_without_touching_the_first(built):
     assert 'href="test_efficientnet/index.html"' in home and 'href="test_resnet/index.html"' in home
 
 
+@pytest.mark.slow  # a full-size inception_v3
 def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
     out = tmp_path / "inc"
     report = build(resolve_build_config({"model": ["inception_v3"], "weights": "none", "layers": "0,-1", "units": "2",

@@ -18,6 +18,7 @@ from reportgen.pipeline import build, rebuild_site
 from reportgen.store import Store
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray cluster per module
 
 
 def config(out: Path, **flags):

@@ -62,6 +62,7 @@ def test_hand_built_networks(net, strides, expected):
     assert field(net, strides) == expected
 
 
+@pytest.mark.slow  # a float64 copy of VGG16
 def test_vgg16_matches_published_values():
     """Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks" (Distill,
     2019) and google-research/receptive_field list vgg_16: 212 px, effective stride 32, effective

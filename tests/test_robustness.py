@@ -63,6 +63,7 @@ def snapshot(out: Path) -> dict:
     return {"units": units, "pages": pages}
 
 
+@pytest.mark.slow  # subprocess builds
 def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_build(tmp_path):
     reference = tmp_path / "reference"
     assert reportgen(*TINY, "--out", str(reference)).wait(timeout=600) == 0
@@ -87,6 +88,7 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_build(tmp
     assert snapshot(out) == snapshot(reference)
 
 
+@pytest.mark.slow  # subprocess builds
 def test_a_second_build_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "out"
     first = reportgen(*TINY, "--out", str(out))
@@ -249,6 +251,7 @@ def test_hostile_names_are_inert_and_stay_inside_out(tmp_path):
         assert out in path.resolve().parents
 
 
+@pytest.mark.slow  # subprocess builds
 def test_ctrl_c_exits_cleanly_with_a_resume_hint(tmp_path):
     out = tmp_path / "out"
     proc = reportgen(*TINY, "--out", str(out))

@@ -6,7 +6,8 @@ centre neurons over only the pixels inside a box (their receptive field). Both r
 The forward pass stops at the target layer. Each unit has its own seed (derived from the build
 seed, the layer and the channel), its own initial image and its own random transforms, so a unit's
 render does not depend on its batch mates, up to rounding (batched kernels differ in the last bits).
-The same seed and batch give the same image to the bit.
+On the CPU the same seed and batch give the same image to the bit; on CUDA, ``grid_sample``'s
+backward adds gradients atomically in no fixed order, so GPU renders agree only to rounding.
 """
 
 from __future__ import annotations
