@@ -87,6 +87,11 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         seen["layer"] = check_images(page)
         expect(page.locator(".rg-controls")).to_be_visible()
         page.screenshot(path=str(shots / "layer.png"))
+        page.set_viewport_size({"width": 1200, "height": 1150})  # README's picture: the layer's unit grid
+        page.locator("h2#units").evaluate("element => window.scrollTo(0, element.offsetTop - 60)")
+        page.wait_for_timeout(500)  # the header's title changes as the page scrolls
+        page.screenshot(path=str(shots / "layer-page.png"))
+        page.set_viewport_size({"width": 1280, "height": 900})
 
         page.locator(".rg-sort").select_option("ratio-desc")  # the grid re-orders by ratio
         ratios = page.locator(".rg-tile").evaluate_all("tiles => tiles.map(t => parseFloat(t.dataset.ratio) || -1e9)")
