@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import DEFAULT_MODEL, PARAMS, PRESETS, resolve_build_config
+from .config import DEFAULT_MODEL, OBJECTIVES, PARAMS, PENALTIES, PRESETS, resolve_build_config
 from .errors import ReportgenError
 
 PAGES_WARN_BYTES = 900e6  # GitHub Pages refuses sites over 1 GB
@@ -51,6 +51,12 @@ def _render_flags(func):
         click.option("--seed", type=int, default=None, help="Random seed (same seed, same images)."),
         click.option("--param", type=click.Choice(list(PARAMS)), default=None,
                      help="Image parameterization: fft (default), pixel, or maco (fixed photo spectrum, phase only)."),
+        click.option("--objective", default=None,
+                     help=f"What a channel render maximizes: {' or '.join(OBJECTIVES)} (the channel's mean, the "
+                          "default; or the square root of its sum of squares)."),
+        click.option("--penalty", default=None,
+                     help=f"Image penalties subtracted from every render's objective: name=weight pairs such as "
+                          f"tv=0.25,l2=0.01 ({', '.join(PENALTIES)}). Default: none."),
     ]):
         func = option(func)
     return func
@@ -93,15 +99,16 @@ def main():
                    "shard is done, `reportgen site --out OUT` writes the pages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_handle_errors
-def build(models, weights, preset, size, steps, device, seed, param, layers, units, neurons, variants, classes, dreams,
-          images, batch, out, config_file, no_site, store, executor, ray_address, shard, quiet):
+def build(models, weights, preset, size, steps, device, seed, param, objective, penalty, layers, units, neurons,
+          variants, classes, dreams, images, batch, out, config_file, no_site, store, executor, ray_address, shard, quiet):
     """Render the selected units of each model and build the report site."""
     from .pipeline import build as run_build
     from .progress import TerminalProgress
 
     config = resolve_build_config(
         {"model": list(models), "weights": weights, "preset": preset, "size": size, "steps": steps, "device": device,
-         "seed": seed, "param": param, "layers": layers, "units": units, "neurons": neurons, "variants": variants,
+         "seed": seed, "param": param, "objective": objective, "penalty": penalty, "layers": layers, "units": units,
+         "neurons": neurons, "variants": variants,
          "classes": classes, "dreams": dreams, "images": images, "batch": batch, "out": out,
          "site": False if no_site else None, "store": store, "executor": executor, "ray_address": ray_address,
          "shard": shard},
@@ -175,12 +182,13 @@ def layers(model, weights, as_json, rf):
 @_render_flags
 @click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("render.png"), show_default=True)
 @_handle_errors
-def render(model, layer, unit, neuron, weights, preset, size, steps, device, seed, param, out_file):
+def render(model, layer, unit, neuron, weights, preset, size, steps, device, seed, param, objective, penalty, out_file):
     """Render one unit to a PNG file."""
     from .pipeline import render_unit
 
     config = resolve_build_config({"model": [model], "weights": weights, "preset": preset, "size": size,
-                                   "steps": steps, "device": device, "seed": seed, "param": param, "units": "1"})
+                                   "steps": steps, "device": device, "seed": seed, "param": param,
+                                   "objective": objective, "penalty": penalty, "units": "1"})
     path = render_unit(config, layer, unit, neuron, out_file)
     click.echo(f"wrote {path}")
 

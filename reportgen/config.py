@@ -39,6 +39,11 @@ class RenderSettings:
         samples: random transforms drawn per step; the step follows their mean gradient (a
             pattern that excites the unit however it is shifted, scaled and turned). Each one
             costs a forward and backward pass.
+        objective: what a unit's channel render maximizes: ``mean`` (the channel's mean over
+            space) or ``l2norm`` (its L2 norm over space, sqrt(sum f^2): a few strong positions
+            outweigh a weak response everywhere). Activation ratios always compare means.
+        penalties: image regularizers subtracted from every render's objective, as
+            ``((name, weight), ...)`` sorted by name; names in ``PENALTIES``.
     """
 
     size: int = 128
@@ -53,9 +58,57 @@ class RenderSettings:
     max_angle: float = 10.0
     average: float = 0.1
     samples: int = 1
+    objective: str = "mean"
+    penalties: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RenderSettings":
+        """The settings ``to_dict`` wrote (lists back to tuples)."""
+        return cls(**{**data, "scales": tuple(data["scales"]),
+                      "penalties": tuple((str(n), float(w)) for n, w in data.get("penalties", ()))})
+
+
+# What a unit's channel render can maximize (--objective), and the image penalties (--penalty).
+OBJECTIVES = ("mean", "l2norm")
+PENALTIES = {"tv": "total variation", "l1": "L1 distance from grey", "l2": "RMS distance from grey",
+             "blur": "distance to a 3x3 blur"}
+
+
+def parse_penalties(spec: Any) -> tuple[tuple[str, float], ...]:
+    """``--penalty tv=0.25,l2=0.01`` (or a TOML table ``{tv = 0.25}``) as ``(("l2", 0.01), ("tv", 0.25))``.
+
+    Raises:
+        UsageError: an unknown name, a weight that is not a non-negative number, or a malformed item.
+    """
+    hint = f"give name=weight pairs such as tv=0.25,l2=0.01 (names: {', '.join(PENALTIES)}), or none"
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    elif isinstance(spec, str):
+        text = spec.strip()
+        if text in ("", "none"):
+            return ()
+        items = [item.partition("=")[::2] for item in text.split(",")]
+        if any(not name.strip() or not weight.strip() for name, weight in items):
+            raise UsageError(f"--penalty {text!r} is malformed; {hint}")
+    else:
+        raise UsageError(f"--penalty {spec!r}: {hint}")
+    penalties: dict[str, float] = {}
+    for name, weight in items:
+        name = str(name).strip()
+        if name not in PENALTIES:
+            raise UsageError(f"--penalty: unknown penalty {name!r}; {hint}")
+        try:
+            value = float(weight)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(weight, bool) or not value >= 0 or value == float("inf"):
+            raise UsageError(f"--penalty {name}={weight!r}: the weight must be a number of at least 0; {hint}")
+        if value:
+            penalties[name] = value
+    return tuple(sorted(penalties.items()))
 
 
 @dataclass(frozen=True)
@@ -184,7 +237,7 @@ class BuildConfig:
             **record,
             "models": tuple(record["models"]),
             "units": UnitSpec(first=units["first"], ids=None if units["ids"] is None else tuple(units["ids"])),
-            "render": RenderSettings(**{**render, "scales": tuple(render["scales"])}),
+            "render": RenderSettings.from_dict(render),
             "images": Path(record["images"]) if record["images"] else None,
             "out": Path(record["out"]),
             "shard": tuple(record["shard"]) if record["shard"] else None,
@@ -203,6 +256,7 @@ def json_ready(value: Any) -> Any:
 CONFIG_KEYS = {
     "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "images", "preset", "size",
     "steps", "param", "device", "batch", "seed", "out", "site", "store", "executor", "ray_address", "shard",
+    "objective", "penalty",
 }
 EXECUTORS = ("local", "ray")
 
@@ -269,6 +323,10 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     param = _text(merged, "param", "fft")
     if param not in PARAMS:
         raise UsageError(f"--param {param!r} is unknown; choose one of: {', '.join(PARAMS)}")
+    objective = _text(merged, "objective", "mean")
+    if objective not in OBJECTIVES:
+        raise UsageError(f"--objective {objective!r} is unknown; choose one of: {', '.join(OBJECTIVES)}")
+    penalties = parse_penalties(merged.get("penalty", ""))
     images = _text(merged, "images", None)
     site = merged.get("site", True)
     if not isinstance(site, bool):
@@ -299,7 +357,8 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
         dreams=dreams,
         images=Path(images) if images else None,
         preset=preset_name,
-        render=RenderSettings(size=size, steps=steps, param=param, samples=preset.samples),
+        render=RenderSettings(size=size, steps=steps, param=param, samples=preset.samples, objective=objective,
+                              penalties=penalties),
         device=device,
         batch=batch,
         seed=seed,

@@ -256,7 +256,8 @@ def render_key(loaded, kind: str, layer: str, index: int, settings: RenderSettin
 
     return canonical_key({
         "v": RENDER_ALGO_VERSION, "kind": kind, "layer": layer, "index": index,
-        "objective": render.render_objective(kind, layer, (index,), (name,) if kind == "class" else ()).to_dict(),
+        "objective": render.render_objective(kind, layer, (index,), (name,) if kind == "class" else (),
+                                             settings=settings).to_dict(),
         "box": list(box) if box and kind == "neuron" else None, "photo": photo, "settings": settings.to_dict(),
         "seed": seed, "recipe": recipe() if constants is None else constants, "model": loaded.name, "weights": loaded.weights.digest,
         "preprocess": vars(loaded.preprocess), "fixed_input": loaded.fixed_input,

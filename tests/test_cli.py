@@ -48,6 +48,10 @@ def test_layers_table():
     (["build", "--model", "test_resnet", "--neurons", "some"], ["--neurons", "'all'"]),
     (["build", "--model", "inception_v3", "--weights", "none", "--layers", "-1", "--size", "16"], ["too small", "--size 299"]),
     (["layers", "--model", "no_such_model"], ["unknown model"]),
+    (["build", "--model", "test_resnet", "--penalty", "tvv=1"], ["unknown penalty 'tvv'", "tv=0.25"]),
+    (["build", "--model", "test_resnet", "--penalty", "tv=-1"], ["tv=", "at least 0"]),
+    (["build", "--model", "test_resnet", "--penalty", "tv"], ["malformed", "name=weight"]),
+    (["build", "--model", "test_resnet", "--objective", "max"], ["--objective", "mean"]),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, needles):
     code, output = run(*args, *(["--out", str(tmp_path / "o")] if args[0] == "build" else []))
@@ -107,6 +111,16 @@ def test_presets_set_the_render_recipe():
     assert (quick.size, quick.steps, quick.samples) == (128, 128, 1)  # the CPU preview: one draw a step
     assert (standard.size, standard.steps, standard.samples) == (224, 512, 2)
     assert resolve_build_config({"preset": "standard", "steps": 64, "device": "cpu"}).render.samples == 2
+
+
+def test_objective_and_penalties_from_flags_and_toml(tmp_path):
+    from reportgen.config import resolve_build_config
+
+    flags = resolve_build_config({"objective": "l2norm", "penalty": "tv=0.25, l2=0.01,blur=0"}).render
+    assert flags.objective == "l2norm" and flags.penalties == (("l2", 0.01), ("tv", 0.25))  # sorted; weight 0 dropped
+    (tmp_path / "c.toml").write_text('[build]\nobjective = "l2norm"\npenalty = {tv = 0.25, l2 = 0.01}\n')
+    assert resolve_build_config({}, tmp_path / "c.toml").render == flags
+    assert resolve_build_config({}).render.penalties == () and resolve_build_config({}).render.objective == "mean"
 
 
 def test_site_without_build(tmp_path):

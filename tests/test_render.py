@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reportgen.config import RenderSettings
-from reportgen.optvis.objectives import Channel, Neuron
+from reportgen.optvis.objectives import Channel, Neuron, activations
 from reportgen.optvis.param import BoxedImage, FFTImage, PixelImage, make_image
 from reportgen.optvis.render import average_decay, render_channels, render_neurons, unit_seed
 from reportgen.optvis.relu import redirected_relus
@@ -77,6 +77,37 @@ def test_each_step_follows_the_mean_gradient_of_its_transform_samples(tiny):
     single = render_channels(tiny, "blocks.1.0", [2], FAST)[0]
     assert np.abs(moved.image.astype(int) - single.image.astype(int)).mean() > 1
     assert moved.activation > moved.curve[0][1] > 0
+
+
+def test_l2norm_objective_is_optimized_and_the_mean_is_what_is_measured(tiny):
+    """``objective="l2norm"`` optimizes sqrt(sum f^2); the activation a render reports (and its
+    ratio) stays the channel mean of the final image, read here independently."""
+    settings = dataclasses.replace(FAST, objective="l2norm")
+    results = render_channels(tiny, "blocks.1.0", [0, 3], settings)
+    images = torch.stack([torch.from_numpy(r.image) for r in results]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        maps = activations(tiny.module, ["blocks.1.0"], images, tiny.preprocess.mean, tiny.preprocess.std)["blocks.1.0"]
+    for i, result in enumerate(results):
+        channel = maps[i, result.channel]
+        assert result.activation == pytest.approx(float(channel.mean()), rel=1e-2, abs=1e-3)  # uint8 rounding
+        assert result.objective == f"L2 norm of channel {result.channel} at blocks.1.0"
+        norm_curve = [value for _, value in result.curve]
+        assert norm_curve[-1] > norm_curve[0] > 0  # the curve is the norm, which rose
+    plain = render_channels(tiny, "blocks.1.0", [0, 3], FAST)
+    assert any(not np.array_equal(a.image, b.image) for a, b in zip(results, plain))
+
+
+def test_a_total_variation_penalty_makes_smoother_renders(tiny):
+    def tv(image):
+        x = image.astype(float)
+        return np.abs(np.diff(x, axis=0)).mean() + np.abs(np.diff(x, axis=1)).mean()
+
+    settings = RenderSettings(size=48, steps=48, pad=4, jitter=2, lr=0.1)
+    free = render_channels(tiny, "blocks.1.0", [0, 1, 2], settings)
+    smooth = render_channels(tiny, "blocks.1.0", [0, 1, 2], dataclasses.replace(settings, penalties=(("tv", 50.0),)))
+    for a, b in zip(free, smooth):
+        assert tv(b.image) < 0.7 * tv(a.image), (tv(a.image), tv(b.image))
+        assert "- 50 * (total variation of the image)" in b.objective
 
 
 def test_pixel_parameterization_and_neuron_objective(tiny):

@@ -44,8 +44,8 @@ def deep_dream(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], set
     with torch.no_grad():  # sigmoid(logit(photo)) is the photo: the dream starts exactly there
         image.pixels.copy_(torch.logit(to_tensor(photos), eps=1e-3))
     dream = dataclasses.replace(settings, steps=min(settings.steps, DREAM_STEPS), lr=DREAM_LR, pad=0)
-    return optimize(model, image, render_objective("dream", layer, indices), indices, seeds, gens, dream, on_step,
-                    label=layer)
+    return optimize(model, image, render_objective("dream", layer, indices, settings=settings), indices, seeds, gens,
+                    dream, on_step, measure=render_objective("dream", layer, indices), label=layer)
 
 
 def invert(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], settings: RenderSettings, seed: int = 0,
@@ -65,5 +65,6 @@ def invert(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], setting
     # The maps are compared position by position: no padding, rotation or scaling, a little jitter.
     steady = dataclasses.replace(settings, pad=0, jitter=min(settings.jitter, INVERT_JITTER), scales=(1.0, 1.0),
                                  max_angle=0.0)
-    objective = render_objective("inversion", layer, indices, target=target)
-    return optimize(model, image, objective, indices, seeds, gens, steady, on_step, label=layer)
+    objective = render_objective("inversion", layer, indices, target=target, settings=settings)
+    measure = render_objective("inversion", layer, indices, target=target)
+    return optimize(model, image, objective, indices, seeds, gens, steady, on_step, measure=measure, label=layer)

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..config import RenderSettings
 from ..layers import FeatureTap
 from ..models import LoadedModel
-from .objectives import LOGITS, Channel, ClassLogit, Diversity, FeatureMatch, LayerL2, Neuron, Objective, evaluate
+from .objectives import (LOGITS, L1, L2, Blur, Channel, ChannelL2, ClassLogit, Diversity, FeatureMatch, LayerL2,
+                         Neuron, Objective, TotalVariation, evaluate)
 from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
 from .transforms import random_affine
@@ -77,42 +78,53 @@ def side_by_side(results: Sequence[RenderResult]) -> RenderResult:
                         {"activations": [r.activation for r in results]})
 
 
+# The image penalties of ``--penalty`` (``config.PENALTIES`` names them), each >= 0 and subtracted.
+PENALTY_OBJECTIVES = {"tv": TotalVariation, "l1": L1, "l2": L2, "blur": Blur}
+
+
 def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[str] = (),
                      target: torch.Tensor | None = None, k: int | None = None,
-                     weight: float | None = None) -> Objective:
+                     weight: float | None = None, settings: RenderSettings | None = None) -> Objective:
     """What a render of ``kind`` maximizes for the batch ``ids`` of ``layer``: the one definition the
     render functions optimize and a render's store key describes (``renders.render_key``).
 
-    ``channel`` and ``second-seed``: the channel mean; ``neuron``: the centre neuron; ``negative``:
-    minus the channel mean; ``diversity``: ``k`` (default ``DIVERSITY_K``) variants of each unit,
-    their channel means plus ``weight`` (default ``DIVERSITY_WEIGHT``) times their Gram diversity;
-    ``class``: the class logit (named by ``names``); ``dream``: the layer's L2 norm;
-    ``inversion``: the match of ``target``'s features.
+    ``channel`` and ``second-seed``: the channel mean (or, with ``settings.objective == "l2norm"``,
+    its L2 norm); ``neuron``: the centre neuron; ``negative``: minus the channel mean;
+    ``diversity``: ``k`` (default ``DIVERSITY_K``) variants of each unit, their channel objective
+    plus ``weight`` (default ``DIVERSITY_WEIGHT``) times their Gram diversity; ``class``: the class
+    logit (named by ``names``); ``dream``: the layer's L2 norm; ``inversion``: the match of
+    ``target``'s features. ``settings.penalties`` are subtracted from every kind, each times its
+    weight. Without ``settings``: the plain measure a render's activation is read with.
 
     Raises:
         ValueError: an unknown kind.
     """
     ids = tuple(ids)
+    unit = ChannelL2 if settings is not None and settings.objective == "l2norm" else Channel
     if kind in ("channel", "second-seed"):
-        return Channel(layer, ids)
-    if kind == "neuron":
-        return Neuron(layer, ids)
-    if kind == "negative":
-        return -Channel(layer, ids)
-    if kind == "diversity":
+        base = unit(layer, ids)
+    elif kind == "neuron":
+        base = Neuron(layer, ids)
+    elif kind == "negative":
+        base = -Channel(layer, ids)  # a norm has no opposite: the negative always lowers the mean
+    elif kind == "diversity":
         k = DIVERSITY_K if k is None else k
         weight = DIVERSITY_WEIGHT if weight is None else weight
         items = tuple(c for c in ids for _ in range(k))
         groups = tuple(i for i in range(len(ids)) for _ in range(k))
-        return Channel(layer, items) + weight * Diversity(layer, groups)
-    if kind == "class":
-        return ClassLogit(ids, tuple(names) or ("",) * len(ids))
-    if kind == "dream":
-        return LayerL2(layer)
-    if kind == "inversion":
-        return FeatureMatch(layer, target if target is not None else torch.empty(0, device="cpu"), label="the photo")
-    raise ValueError(f"unknown render kind {kind!r}; use channel, second-seed, neuron, negative, diversity, class, "
-                     "dream or inversion")
+        base = unit(layer, items) + weight * Diversity(layer, groups)
+    elif kind == "class":
+        base = ClassLogit(ids, tuple(names) or ("",) * len(ids))
+    elif kind == "dream":
+        base = LayerL2(layer)
+    elif kind == "inversion":
+        base = FeatureMatch(layer, target if target is not None else torch.empty(0, device="cpu"), label="the photo")
+    else:
+        raise ValueError(f"unknown render kind {kind!r}; use channel, second-seed, neuron, negative, diversity, "
+                         "class, dream or inversion")
+    for name, penalty in (settings.penalties if settings is not None else ()):
+        base = base - penalty * PENALTY_OBJECTIVES[name]()
+    return base
 
 
 def unit_seed(seed: int, layer: str, channel: int, kind: str = "channel") -> int:
@@ -155,9 +167,9 @@ def render_channels(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
-    return optimize(model, image, render_objective("channel", layer, channels), channels, seeds, gens, settings,
-                    on_step, label=layer,
-                    describe=lambda i: render_objective("channel", layer, channels[i:i + 1]).describe())
+    return optimize(model, image, render_objective("channel", layer, channels, settings=settings), channels, seeds,
+                    gens, settings, on_step, measure=render_objective("channel", layer, channels), label=layer,
+                    describe=lambda i: render_objective("channel", layer, channels[i:i + 1], settings=settings).describe())
 
 
 def render_neurons(
@@ -211,9 +223,10 @@ def render_neurons(
         image = BoxedImage(inner, settings.size, (top, left, bottom, right))
     # A neuron is measured on the canvas as it was optimized, padded with grey: its centre position
     # (and receptive-field box) is that of the padded map. A channel's mean is measured unpadded.
-    return optimize(model, image, render_objective("neuron", layer, channels), channels, seeds, gens, settings,
-                    on_step, measure_pad=settings.pad, label=layer,
-                    describe=lambda i: render_objective("neuron", layer, channels[i:i + 1]).describe())
+    return optimize(model, image, render_objective("neuron", layer, channels, settings=settings), channels, seeds,
+                    gens, settings, on_step, measure=render_objective("neuron", layer, channels),
+                    measure_pad=settings.pad, label=layer,
+                    describe=lambda i: render_objective("neuron", layer, channels[i:i + 1], settings=settings).describe())
 
 
 def render_negatives(
@@ -231,9 +244,9 @@ def render_negatives(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
-    return optimize(model, image, render_objective("negative", layer, channels), channels, seeds, gens, settings,
-                    on_step, measure=Channel(layer, tuple(channels)), label=layer,
-                    describe=lambda i: render_objective("negative", layer, channels[i:i + 1]).describe())
+    return optimize(model, image, render_objective("negative", layer, channels, settings=settings), channels, seeds,
+                    gens, settings, on_step, measure=Channel(layer, tuple(channels)), label=layer,
+                    describe=lambda i: render_objective("negative", layer, channels[i:i + 1], settings=settings).describe())
 
 
 def render_diversity(
@@ -261,10 +274,13 @@ def render_diversity(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
-    objective = render_objective("diversity", layer, channels, k=k, weight=weight)
+    objective = render_objective("diversity", layer, channels, k=k, weight=weight, settings=settings)
+    plain = dataclasses.replace(settings, penalties=())
+    penalties = "".join(f" - {w:g} * ({PENALTY_OBJECTIVES[name]().describe()})" for name, w in settings.penalties)
     flat = optimize(model, image, objective, items, seeds, gens, settings, on_step, measure=Channel(layer, tuple(items)),
-                    label=layer, describe=lambda i: f"{Channel(layer, (items[i],)).describe()} + {weight:g} * "
-                                                    f"diversity of {k} variants at {layer}")
+                    label=layer,
+                    describe=lambda i: f"{render_objective('channel', layer, (items[i],), settings=plain).describe()} + "
+                                       f"{weight:g} * diversity of {k} variants at {layer}{penalties}")
     return [flat[i * k:(i + 1) * k] for i in range(len(channels))]
 
 
@@ -293,9 +309,10 @@ def render_classes(
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
     names = tuple(names) or ("",) * len(classes)
-    return optimize(model, image, render_objective("class", LOGITS, classes, names), classes, seeds, gens, settings,
-                    on_step, label=LOGITS,
-                    describe=lambda i: render_objective("class", LOGITS, classes[i:i + 1], names[i:i + 1]).describe())
+    return optimize(model, image, render_objective("class", LOGITS, classes, names, settings=settings), classes, seeds,
+                    gens, settings, on_step, measure=render_objective("class", LOGITS, classes, names), label=LOGITS,
+                    describe=lambda i: render_objective("class", LOGITS, classes[i:i + 1], names[i:i + 1],
+                                                        settings=settings).describe())
 
 
 def optimize(
