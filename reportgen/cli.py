@@ -32,7 +32,9 @@ def _handle_errors(func):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             out = kwargs.get("out") or "report"
-            click.echo(f"\ninterrupted: finished renders are kept in {out}/.cache; "
+            site = Path(out) / "site" / "index.html"
+            kept = f", and the last site written is in {site}" if site.is_file() else ""
+            click.echo(f"\ninterrupted: finished renders are kept in {out}/.cache{kept}; "
                        "run the same command again to resume", err=True)
             sys.exit(130)
 

@@ -21,7 +21,7 @@ import os
 from typing import Callable, Sequence
 
 from .errors import UsageError
-from .renders import RenderJob, run_timed
+from .renders import RenderJob, job_steps, job_work, run_timed
 
 CPUS_PER_WORKER = 2  # a CPU worker's torch threads (a CPU render gains little beyond two)
 WORKER_RESTARTS = 3  # times Ray restarts a dead worker; its unfinished jobs are retried on the new one
@@ -38,8 +38,8 @@ class LocalExecutor:
 
     def run(self, loaded, jobs: Sequence[RenderJob], magnitude, progress, on_result: Callable) -> None:
         for job in jobs:
-            progress.stage(f"{loaded.name} {job.layer}")
-            share = len(job.todo) / job.settings.steps
+            progress.stage(f"{loaded.name} · {job.kind} · {job.layer}")
+            share = job_work(job) / job_steps(job)
             results, seconds = run_timed(loaded, job, magnitude, lambda _step: progress.advance(share))
             on_result(job, results, seconds)
 
@@ -132,7 +132,7 @@ class RayExecutor:
             job, actor = running.pop(done[0])
             results, seconds = self.ray.get(done[0])
             on_result(job, results, seconds)
-            progress.advance(len(job.todo))
+            progress.advance(job_work(job))
             if queue:
                 submit(actor)
 

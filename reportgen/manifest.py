@@ -45,7 +45,7 @@ def prepare_out(out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text(f"reportgen {__version__}\n", encoding="utf-8")
         # Commit mkdocs.yml, docs/ and manifest.json to publish with a workflow; the rest is local.
-        (out / ".gitignore").write_text(".cache/\nsite/\ndocs.new/\ndocs.old/\nshards/\n.reportgen.lock\n",
+        (out / ".gitignore").write_text(".cache/\nsite/\nsite.new/\nsite.old/\ndocs.new/\ndocs.old/\nshards/\n.reportgen.lock\n",
                                         encoding="utf-8")
     except OSError as exc:
         raise OutputDirError(f"--out {out} cannot be written ({exc.strerror or exc})") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import math
 import platform
 import shutil
@@ -17,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import __version__
 from .config import BuildConfig
@@ -85,7 +86,9 @@ def build(config: BuildConfig, progress: Progress | None = None, render: bool = 
             with exclusive(out), _disk_full_is_an_error(out):
                 manifest = read_manifest(out)
                 for plan in plans:
-                    entry = build_model(plan, config, store, progress, report, executor, render=render)
+                    snapshot = functools.partial(_publish_snapshot, out, manifest, store, report, config, progress)
+                    entry = build_model(plan, config, store, progress, report, executor, render=render,
+                                        snapshot=snapshot)
                     manifest = merge_model(manifest, entry, config.store)
                     write_manifest(out, manifest)  # after each model, so a later failure keeps this one
                 publish(out, manifest, store, report, site=config.site)
@@ -108,6 +111,20 @@ def _disk_full_is_an_error(out: Path) -> Iterator[None]:
             f"the disk is full (writing {exc.filename or out}); free some space and run the same command "
             "again: finished renders are kept"
         ) from None
+
+
+def _publish_snapshot(out: Path, manifest: dict | None, store: Store, report: BuildReport, config: BuildConfig,
+                      progress: Progress, entry: dict) -> None:
+    """Write the manifest, pages and site with ``entry`` as it stands mid-build (its ``pending``
+    phases not rendered yet), and say where to open it. Its seconds go to ``report.timings["partial sites"]``."""
+    started = time.perf_counter()
+    partial = merge_model(manifest, entry, config.store)
+    write_manifest(out, partial)
+    shown = BuildReport(out)
+    publish(out, partial, store, shown, site=config.site)
+    report.timings["partial sites"] = report.timings.get("partial sites", 0.0) + time.perf_counter() - started
+    where = f"open {shown.site.path}/index.html" if shown.site else f"pages in {out}/docs"
+    progress.note(f"{entry['name']}: a first site is ready ({where}); still rendering {', '.join(entry['pending'])}")
 
 
 def publish(out: Path, manifest: dict, store: Store, report: BuildReport, site: bool = True) -> None:
@@ -170,6 +187,11 @@ def assemble_shards(out: Path, records: list[dict], site: bool = True) -> BuildR
     return build(config, render=False)  # which removes the records: `reportgen site` then uses the manifest
 
 
+# A build writes a site after a phase of renders (channel renders first, renders.PHASES) when the
+# phases left would take at least this many seconds more; a small build just writes its site once.
+SNAPSHOT_AFTER = 30.0
+
+
 @dataclass
 class Plan:
     """One model ready to render: loaded, with its selected layers and their channel ids."""
@@ -198,23 +220,24 @@ def _plan(name: str, config: BuildConfig) -> Plan:
 
 
 def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progress, report: BuildReport,
-                executor=None, render: bool = True) -> dict | None:
+                executor=None, render: bool = True,
+                snapshot: Callable[[dict], None] | None = None) -> dict | None:
     """Analyse and render one planned model's selected units and return its manifest entry
     (``None`` for a ``--shard`` build, which only renders its share of the jobs). With
     ``render=False``, a render missing from the store is an error (``StoreError``).
 
     Every render is planned first (``renders.plan``: keys, cached renders, jobs for the rest),
-    then ``executor`` (default: in this process) runs the jobs, and the entry is made from the store.
+    then ``executor`` (default: in this process) runs the jobs a phase at a time
+    (``renders.PHASES``: channel renders first), and the entry is made from the store. After a
+    phase, when those still to come would take ``SNAPSHOT_AFTER`` seconds or more at the rate so
+    far, ``snapshot`` gets the entry as it stands, with the phases still to come in
+    ``entry["pending"]`` (the build writes a browsable site from it).
     """
-    import timm
-    import torch
-
     from .analysis import stage
     from .analysis.references import folder_references, skimage_references
     from .executors import LocalExecutor
     from .optvis.objectives import LOGITS
-    from .optvis.render import class_settings
-    from .renders import PHOTO_KINDS, plan as plan_renders
+    from .renders import PHASES, PHOTO_KINDS, job_work, plan as plan_renders
 
     executor = executor or LocalExecutor()
     loaded, layers, units, name = plan.loaded, plan.layers, plan.units, plan.loaded.name
@@ -231,69 +254,115 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     timings["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    total = len(classes) + sum(len(units[m]) + len(neurons[m]) + 3 * len(variants[m]) + 2 * len(analysis.photos)
-                               for m in modules)
     rendered_before = report.rendered
-    progress.begin(total, name)
     sets = {}  # (kind, layer) -> RenderSet, in the order a local build renders them
     for m in modules:
         for kind, ids in (("channel", units[m]), ("neuron", neurons[m]), ("second-seed", variants[m]),
                           ("negative", variants[m]), ("diversity", variants[m])):
-            sets[kind, m] = plan_renders(loaded, kind, m, ids, config, store, report, progress,
+            sets[kind, m] = plan_renders(loaded, kind, m, ids, config, store, report,
                                          box=analysis.boxes.get(m) if kind == "neuron" else None)
         for kind in PHOTO_KINDS:
-            sets[kind, m] = plan_renders(loaded, kind, m, sorted(analysis.photos), config, store, report, progress,
+            sets[kind, m] = plan_renders(loaded, kind, m, sorted(analysis.photos), config, store, report,
                                          photos=analysis.photos)
-    sets["class", LOGITS] = plan_renders(loaded, "class", LOGITS, classes, config, store, report, progress,
-                                         names=analysis.labels)
+    sets["class", LOGITS] = plan_renders(loaded, "class", LOGITS, classes, config, store, report, names=analysis.labels)
     jobs = [job for rendered in sets.values() for job in rendered.jobs]
     if config.shard:
         jobs = [job for job in jobs if shard_of(job, config.shard[1]) == config.shard[0]]
     if jobs and not render:
         raise StoreError(f"{sum(len(job.todo) for job in jobs)} renders of {name} are not in the store "
                          f"{store.root}; run the shards that make them again")
-    executor.run(loaded, jobs, analysis.magnitude, progress,
-                 lambda job, results, seconds: sets[job.kind, job.layer].store(store, job, results, seconds, report))
+    planned = sum(len(rendered.keys) for rendered in sets.values())
+    stored = planned - sum(len(job.todo) for job in jobs)  # cached, or another shard's
+
+    def on_result(job, results, seconds):
+        nonlocal stored
+        sets[job.kind, job.layer].store(store, job, results, seconds, report)
+        stored += len(results)
+        progress.renders(stored, planned)
+
+    phases = [(label, [job for job in jobs if job.kind in kinds]) for label, kinds in PHASES]
+    phases = [(label, phase_jobs) for label, phase_jobs in phases if phase_jobs]
+    work = [sum(job_work(job) for job in phase_jobs) for _, phase_jobs in phases]
+    progress.begin(sum(work), name)
+    progress.renders(stored, planned)
+    rendering = 0.0  # seconds spent in executor.run so far
+    for number, (label, phase_jobs) in enumerate(phases):
+        progress.stage(f"{name} · {label}")
+        started = time.perf_counter()
+        executor.run(loaded, phase_jobs, analysis.magnitude, progress, on_result)
+        rendering += time.perf_counter() - started
+        remaining = rendering / sum(work[:number + 1]) * sum(work[number + 1:])  # seconds, at the rate so far
+        if snapshot is not None and not config.shard and number + 1 < len(phases) and remaining >= SNAPSHOT_AFTER:
+            timings["render"] = time.perf_counter() - t0
+            pending = [later for later, _ in phases[number + 1:]]
+            snapshot(_model_entry(loaded, plan, config, analysis, sets, refs, classes, store, timings,
+                                  BuildReport(report.out), executor, rendered=report.rendered - rendered_before,
+                                  pending=pending))
     progress.end()
     if config.shard:  # no entry: `reportgen site` (or the build without --shard) makes it once every shard is done
         report.failed.extend(f"{name} {job.layer} {job.kind} {i}" for job in jobs for i in job.todo
                              if sets[job.kind, job.layer].found[i] is None)
         return None
-
-    layer_entries = []
-    for layer in layers:
-        m = layer.module
-        entry = _layer_entry(name, layer, sets["channel", m].found, analysis.stats[m], report, config.seed)
-        _add_neurons(name, entry, sets["neuron", m].found, analysis.boxes.get(m), analysis.stats[m], report)
-        _add_variants(loaded, entry, sets["channel", m].found,
-                      {kind: sets[kind, m].found for kind in ("second-seed", "negative", "diversity")}, report)
-        entry["dreams"] = _dreams(loaded, m, sets["dream", m].found, sets["inversion", m].found, report)
-        entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
-                     maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
-        layer_entries.append(entry)
-    class_entries = _classes(loaded, classes, sets["class", LOGITS].found, analysis.labels, report)
     timings["render"] = time.perf_counter() - t0
-    timings["total"] = sum(timings.values())
     for step in ("load", "analysis", "render"):
         report.timings[step] = report.timings.get(step, 0.0) + timings[step]
-
-    ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
-    rendered = report.rendered - rendered_before
+    entry = _model_entry(loaded, plan, config, analysis, sets, refs, classes, store, timings, report, executor,
+                         rendered=report.rendered - rendered_before, pending=[])
     fit = analysis.normalization
     if fit and fit["better"]:
         report.warnings.append(
             f"{name}: its BatchNorm statistics fit the {fit['better']} normalization (mean {fit[fit['better']]['mean']}, "
             f"std {fit[fit['better']]['std']}) better than the one used (timm's config: stem fit {fit['used']['stem']} "
             f"against {fit[fit['better']]['stem']}); were the weights trained with it? The model page says more")
+    report.skipped.extend(f"{name}: {s}" for s in analysis.arrays["skipped"])
+    return entry
+
+
+def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, refs, classes: list[int],
+                 store: Store, timings: dict[str, float], report: BuildReport, executor, rendered: int,
+                 pending: list[str]) -> dict:
+    """A model's manifest entry from what the store holds now. Failed renders go to ``report``
+    (a throwaway one for a snapshot); renders of the ``pending`` phases that are not stored yet
+    are left out rather than counted as failed."""
+    import timm
+    import torch
+
+    from .analysis import stage
+    from .optvis.objectives import LOGITS
+    from .optvis.render import class_settings
+    from .renders import PHASES
+
+    waiting = {kind for label, kinds in PHASES if label in pending for kind in kinds}
+
+    def found(kind: str, layer: str) -> dict:
+        renders = sets[kind, layer].found
+        return {i: s for i, s in renders.items() if s is not None} if kind in waiting else renders
+
+    name, units = loaded.name, plan.units
+    layer_entries = []
+    for layer in plan.layers:
+        m = layer.module
+        entry = _layer_entry(name, layer, sets["channel", m].found, analysis.stats[m], report, config.seed)
+        _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), analysis.stats[m], report)
+        _add_variants(loaded, entry, sets["channel", m].found,
+                      {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity")}, report)
+        entry["dreams"] = _dreams(loaded, m, found("dream", m), found("inversion", m), report)
+        entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
+                     maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
+        layer_entries.append(entry)
+    class_renders = found("class", LOGITS)
+    class_entries = _classes(loaded, [c for c in classes if c in class_renders], class_renders, analysis.labels, report)
+    timings = {**timings, "total": sum(v for k, v in timings.items() if k != "total")}
+    ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
     arrays = analysis.arrays
-    report.skipped.extend(f"{name}: {s}" for s in arrays["skipped"])
+    total = sum(len(rendered.keys) for rendered in sets.values())
     return {
         "name": name,
         "slug": slug(name),
         "weights": {**vars(loaded.weights), "description": loaded.weights.describe()},
         "preprocess": vars(loaded.preprocess),
         "fixed_input": loaded.fixed_input,
-        "normalization": fit,
+        "normalization": analysis.normalization,
         "device": str(loaded.device),
         "executor": executor.name,
         "settings": config.to_dict(),
@@ -301,11 +370,12 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         "versions": {"reportgen": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "python": platform.python_version()},
         "timings": {k: round(v, 2) for k, v in timings.items()},
+        "pending": list(pending),
         "rendered": rendered,
         "cached": total - rendered,
         "unit_count": sum(len(u) for u in units.values()),
-        "neuron_count": sum(len(n) for n in neurons.values()),
-        "variant_count": sum(len(v) for v in variants.values()),
+        "neuron_count": sum(len(ids[:config.neurons]) for ids in units.values()),
+        "variant_count": sum(len(ids[:config.variants]) for ids in units.values()),
         "render_seconds": round(sum(u["seconds"] for e in layer_entries for u in e["units"]), 1),
         "median_ratio": statistics.median(ratios) if ratios else None,
         "median_perturbed_ratio": _median(u["perturbed_ratio"] for e in layer_entries for u in e["units"]),
@@ -450,10 +520,10 @@ def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], r
 def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildReport) -> list:
     """DeepDream and feature inversion of each photo at ``layer``: keys and how far each went."""
     entries = []
-    for i in sorted(dreams):
-        dream, inversion = dreams[i], inversions[i]
-        for kind, stored in (("DeepDream", dream), ("inversion", inversion)):
-            if stored is None:
+    for i in sorted(set(dreams) | set(inversions)):  # (a snapshot may hold one of the two so far)
+        dream, inversion = dreams.get(i), inversions.get(i)
+        for kind, renders in (("DeepDream", dreams), ("inversion", inversions)):
+            if i in renders and renders[i] is None:
                 report.failed.append(f"{loaded.name} {layer} {kind} of reference image {i}")
         entries.append({
             "image": i,

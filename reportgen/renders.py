@@ -36,6 +36,11 @@ from .store import Store, StoredRender, canonical_key
 
 UNIT_KINDS = ("channel", "neuron", "second-seed", "negative", "diversity")
 PHOTO_KINDS = ("dream", "inversion")
+# The order a build renders in, a phase at a time: the site is written after each one, so the
+# channel renders of every layer are browsable long before the extras are done.
+PHASES = (("channel renders", ("channel",)), ("centre neurons", ("neuron",)),
+          ("variants", ("second-seed", "negative", "diversity")), ("DeepDreams and inversions", PHOTO_KINDS),
+          ("class visualizations", ("class",)))
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 # Bump when the render code changes what it makes in a way no setting or constant says (render_key).
 RENDER_ALGO_VERSION = 3
@@ -94,13 +99,13 @@ class RenderSet:
             })
 
 
-def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store, report, progress,
+def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store, report,
          box: tuple[int, int, int, int] | None = None, names: dict[int, str] | None = None,
          photos: dict[int, tuple[np.ndarray, str]] | None = None) -> RenderSet:
     """Key every render of ``kind`` for ``ids`` of ``layer``, read those the store has, and make a
     job for each chunk with any missing. ``box``: a neuron render's receptive field; ``names``:
     class names by class id; ``photos``: ``{index: (canvas-sized photo, digest)}`` for dreams and
-    inversions. Found renders count as cached and advance ``progress``."""
+    inversions. Found renders count as cached in ``report``."""
     from .optvis.render import DIVERSITY_K, choose_batch, class_settings
 
     ids = list(ids)
@@ -110,9 +115,7 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
                           name=(names or {}).get(i, "") if kind == "class" else "",
                           photo=photos[i][1] if photos else None, constants=constants) for i in ids}
     found = {i: store.get_render(keys[i]) for i in ids}
-    cached = sum(stored is not None for stored in found.values())
-    report.cached += cached
-    progress.advance(cached)
+    report.cached += sum(stored is not None for stored in found.values())
     if kind in UNIT_KINDS:
         batch = choose_batch(loaded, len(ids), config.batch)
         batch = max(1, batch // DIVERSITY_K) if kind == "diversity" else batch
@@ -128,6 +131,23 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
                                   names=tuple((names or {}).get(i, "") for i in chunk) if kind == "class" else (),
                                   photos=tuple(photos[i][0] for i in chunk) if photos else ()))
     return RenderSet(kind, layer, loaded.name, keys, found, jobs)
+
+
+def job_steps(job: RenderJob) -> int:
+    """How many optimizer steps ``job`` runs (a DeepDream is a short climb)."""
+    from .optvis.dream import DREAM_STEPS
+
+    return min(job.settings.steps, DREAM_STEPS) if job.kind == "dream" else job.settings.steps
+
+
+def job_work(job: RenderJob) -> float:
+    """A job's cost in image-steps (images optimized x steps x transform samples): what the progress
+    display counts, so that its ETA weighs a diversity job (three images a unit) and a DeepDream
+    (a short climb) by what they cost."""
+    from .optvis.render import DIVERSITY_K
+
+    images = len(job.ids) * (DIVERSITY_K if job.kind == "diversity" else 1)
+    return float(images * job_steps(job) * job.settings.samples)
 
 
 def run_job(loaded, job: RenderJob, magnitude=None, on_step: Callable[[int], None] | None = None) -> list:

@@ -42,16 +42,20 @@ def _config(out: Path, **overrides):
 
 
 def build_site(out: Path, strict: bool = True) -> SiteInfo:
-    """``mkdocs build`` of ``OUT/mkdocs.yml`` into ``OUT/site``.
+    """``mkdocs build`` of ``OUT/mkdocs.yml`` into ``OUT/site``: built in ``OUT/site.new``, then
+    swapped in whole, so an interrupted build leaves the last complete site in place.
 
     Raises:
         SiteBuildError: with ``strict``, any MkDocs warning (broken link, missing image).
     """
+    import shutil
+
     from mkdocs.commands.build import build
     from mkdocs.exceptions import Abort, ConfigurationError
 
     started = time.perf_counter()
-    config = _config(out, strict=strict)
+    site, staging, old = (Path(out) / name for name in ("site", "site.new", "site.old"))
+    config = _config(out, strict=strict, site_dir=str(staging.resolve()))
     logger = logging.getLogger("mkdocs")
     messages: list[str] = []
 
@@ -69,7 +73,11 @@ def build_site(out: Path, strict: bool = True) -> SiteInfo:
         raise SiteBuildError(f"mkdocs build failed: {detail}") from None
     finally:
         logger.removeHandler(handler)
-    site = Path(out) / "site"
+    shutil.rmtree(old, ignore_errors=True)
+    if site.exists():
+        site.rename(old)
+    staging.rename(site)
+    shutil.rmtree(old, ignore_errors=True)
     files = [p for p in site.rglob("*") if p.is_file()]
     pages = sum(1 for p in files if p.suffix == ".html" and p.name != "404.html")
     return SiteInfo(site, pages, sum(p.stat().st_size for p in files), time.perf_counter() - started)

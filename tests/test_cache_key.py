@@ -16,7 +16,6 @@ from reportgen.config import BuildConfig, RenderSettings, UnitSpec
 from reportgen.optvis import render
 from reportgen.optvis.objectives import ChannelL2
 from reportgen.pipeline import BuildReport
-from reportgen.progress import Progress
 from reportgen.store import Store
 
 # Every constant the render code reads, named here by hand (the oracle), with another value for it.
@@ -113,7 +112,7 @@ def test_a_changed_constant_misses_the_store(monkeypatch, tmp_path, tiny):
 
     def plan():
         report = BuildReport(tmp_path)
-        rendered = renders.plan(tiny, "channel", "blocks.1.0", [0, 1], config, store, report, Progress())
+        rendered = renders.plan(tiny, "channel", "blocks.1.0", [0, 1], config, store, report)
         return rendered, report
 
     first, _ = plan()

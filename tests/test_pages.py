@@ -100,7 +100,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                     {"class": 2, "label": "great white shark", "key": None, "logit": None, "flat": False}],
         "class_render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True, "decay_power": 1.0,
                          "pad": 4, "jitter": 6, "scales": [0.4, 1.6], "max_angle": 45.0},
-        "render_seconds": 4.5,
+        "render_seconds": 4.5, "pending": [],
         "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
                                                     "max_angle": 10.0, "average": 0.2, "samples": 2,
