@@ -29,7 +29,27 @@ def flags_from(argv: list[str]) -> dict:
     p = ctx.params
     return {"model": list(p["models"]), "weights": p["weights"], "preset": p["preset"], "size": p["size"],
             "steps": p["steps"], "device": p["device"], "seed": p["seed"], "layers": p["layers"],
-            "units": p["units"], "neurons": p["neurons"], "images": p["images"], "batch": p["batch"]}
+            "units": p["units"], "neurons": p["neurons"], "variants": p["variants"], "classes": p["classes"],
+            "dreams": p["dreams"], "images": p["images"], "batch": p["batch"]}
+
+
+def kinds_of(report) -> dict[str, int]:
+    """How many renders of each kind the build's manifest holds."""
+    import json
+
+    model = json.loads((report.out / "manifest.json").read_text())["models"][0]
+    counts = {"channel": 0, "neuron": 0, "second-seed": 0, "negative": 0, "diversity": 0, "dream": 0, "inversion": 0}
+    for layer in model["layers"]:
+        for unit in layer["units"]:
+            counts["channel"] += unit["key"] is not None
+            counts["neuron"] += bool(unit["neuron"] and unit["neuron"].get("key"))
+            for kind in ("second_seed", "negative", "diversity"):
+                counts[kind.replace("_", "-")] += unit[kind] is not None
+        for dream in layer["dreams"]:
+            counts["dream"] += dream["dream"] is not None
+            counts["inversion"] += dream["inversion"] is not None
+    counts["class"] = sum(entry["key"] is not None for entry in model["classes"])
+    return counts
 
 
 def run(argv: list[str]) -> None:
@@ -40,11 +60,12 @@ def run(argv: list[str]) -> None:
         started = time.perf_counter()
         first = build(config)
         first_wall = time.perf_counter() - started
+        counts = kinds_of(first)
         started = time.perf_counter()
         second = build(config)
         second_wall = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    stages = ["load", "analysis", "render", "pages", "mkdocs"]
+    stages = ["load", "analysis", "render", "partial sites", "pages", "mkdocs"]
     print(f"build {' '.join(argv) or '(defaults)'}: {first.rendered} renders made, then {second.cached} from cache")
     print("| stage | first build (s) | repeated build (s) |")
     print("|---|---|---|")
@@ -53,6 +74,10 @@ def run(argv: list[str]) -> None:
     print(f"| total (wall) | {first_wall:.1f} | {second_wall:.1f} |")
     print(f"repeated / first: {second_wall / first_wall:.1%}; peak resident memory {peak_mb:.0f} MB; "
           f"site {first.site.bytes / 1e6:.1f} MB, {first.site.pages} pages")
+    print("\n| kind of render (first build) | renders | seconds | s/render |\n|---|---|---|---|")
+    for kind, seconds in first.kind_seconds.items():
+        print(f"| {kind} | {counts.get(kind, 0)} | {seconds:.1f} | {seconds / max(counts.get(kind, 0), 1):.2f} |")
+
 
 
 if __name__ == "__main__":

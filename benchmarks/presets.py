@@ -6,9 +6,14 @@ On tf_efficientnet_lite0 with its real weights, for early, middle and late layer
    held-out perturbations of ``optvis.trust`` and seconds per unit — where more steps stop paying;
 2. per diversity weight: how alike a unit's variants still are (mean pairwise Pearson correlation
    of their layer profiles, as ``trust.seed_agreement`` measures) against what their activation
-   ratio costs — where the variants differ without losing the unit.
+   ratio costs — where the variants differ without losing the unit;
+3. per channel objective (``--objective``) and image penalty (``--penalty``) at a few weights: the
+   median ratio, the median perturbed ratio and the high-frequency energy of the renders relative
+   to the reference photographs (as benchmarks/speed.py measures it): what each regularizer buys
+   in smoothness and what it costs in activation.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/presets.py [--units 4] [--steps 32,64,128,256]
+        [--penalties 'none;objective=l2norm;tv=1;tv=5'] [--skip steps,diversity,penalties]
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import dataclasses  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from speed import high_frequency_share  # noqa: E402  (benchmarks/speed.py: the same measure for every table)
+
 from reportgen.analysis.activations import analyze_references  # noqa: E402
-from reportgen.analysis.references import skimage_references  # noqa: E402
-from reportgen.config import RenderSettings  # noqa: E402
+from reportgen.analysis.references import center_crop, load_rgb, skimage_references  # noqa: E402
+from reportgen.config import RenderSettings, parse_penalties  # noqa: E402
 from reportgen.models import load_model  # noqa: E402
 from reportgen.optvis.objectives import Channel  # noqa: E402
 from reportgen.optvis.render import render_channels, render_diversity  # noqa: E402
@@ -73,13 +82,39 @@ def diversity_table(loaded, ref_max, units, weights, size, steps):
         print(f"| {weight:g} | {statistics.mean(similarity):.2f} | {statistics.median(plain):.2f} |")
 
 
+PENALTY_ROWS = "none;objective=l2norm;tv=1;tv=4;tv=16;l1=1;l1=4;l2=1;l2=4;blur=16;blur=64"
+
+
+def penalties_table(loaded, ref_max, units, rows, size, steps):
+    refs = skimage_references()
+    hf_photos = statistics.median(high_frequency_share(center_crop(load_rgb(r), size, 0.875)) for r in refs.images)
+    print("\n| objective and penalty | median ratio | median perturbed ratio | high-frequency energy vs photos |\n"
+          "|---|---|---|---|")
+    for row in rows.split(";"):
+        settings = RenderSettings(size=size, steps=steps)
+        if row.startswith("objective="):
+            settings = dataclasses.replace(settings, objective=row.partition("=")[2])
+        elif row != "none":
+            settings = dataclasses.replace(settings, penalties=parse_penalties(row))
+        plain, robust, hf = [], [], []
+        for layer in LAYERS:
+            results = render_channels(loaded, layer, units, settings)
+            p, r = ratios(loaded, layer, units, results, ref_max[layer])
+            plain += p
+            robust += r
+            hf += [high_frequency_share(result.image) for result in results]
+        print(f"| {row} | {statistics.median(plain):.2f} | {statistics.median(robust):.2f} | "
+              f"{statistics.median(hf) / hf_photos:.2f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=4)
     parser.add_argument("--steps", default="32,64,128,256")
     parser.add_argument("--sizes", default="128")
     parser.add_argument("--weights", default="0,1,4,8,16")
-    parser.add_argument("--skip", default="", help="comma list of tables to skip: steps, diversity")
+    parser.add_argument("--penalties", default=PENALTY_ROWS, help="rows of the penalty table, ';'-separated")
+    parser.add_argument("--skip", default="", help="comma list of tables to skip: steps, diversity, penalties")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     loaded = load_model("tf_efficientnet_lite0", "auto", "cpu")
@@ -93,6 +128,8 @@ def main():
                     [int(s) for s in args.sizes.split(",")])
     if "diversity" not in args.skip:
         diversity_table(loaded, ref_max, units, [float(w) for w in args.weights.split(",")], 128, 128)
+    if "penalties" not in args.skip:
+        penalties_table(loaded, ref_max, units, args.penalties, 128, 128)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ uint8 images the same way for every tool:
 - perturbed ratio: the same ratio after each held-out perturbation of
   ``reportgen.optvis.trust.perturb`` (crop, shift, blur: the ones the site's trust panel applies),
   averaged over the three; a pattern survives them, adversarial pixel noise does not;
+- both again with the render shown at the model's input size (bilinear resize, as the reference
+  photographs are seen), when the canvas is another size: a render should excite its unit at the
+  model's own resolution too;
 - high-frequency energy: the share of spectral power above a quarter of the sampling rate,
   relative to the reference photographs (about 1: as smooth as photos; higher: noisier);
 - seconds per unit: wall time of the tool's renders / units (tools alternate within each
@@ -43,7 +46,9 @@ import traceback
 
 from speed import TOOLS, activations, high_frequency_share, run_reportgen  # also sets OMP_WAIT_POLICY, quiets warnings
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from reportgen.analysis.activations import analyze_references  # noqa: E402
 from reportgen.analysis.references import center_crop, load_rgb, skimage_references  # noqa: E402
@@ -51,8 +56,11 @@ from reportgen.config import PRESETS  # noqa: E402
 from reportgen.models import load_model  # noqa: E402
 from reportgen.optvis.trust import PERTURBATIONS, perturb, to_tensor  # noqa: E402
 
-# reportgen as its standard preset renders: two random transforms a step.
-TOOLS = {**TOOLS, "reportgen": functools.partial(run_reportgen, samples=PRESETS["standard"].samples)}
+# reportgen as its standard preset renders: two random transforms a step; and, to compare, with its
+# random scales kept at the canvas's (as before they reached the model's input size, RenderSettings).
+TOOLS = {**TOOLS, "reportgen": functools.partial(run_reportgen, samples=PRESETS["standard"].samples),
+         "reportgen-canvas-scale": functools.partial(run_reportgen, samples=PRESETS["standard"].samples,
+                                                     reach_input=False)}
 
 
 def perturbed_images(images, kind):
@@ -61,7 +69,25 @@ def perturbed_images(images, kind):
     return list((batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
+def at_size(images, side):
+    """``images`` (uint8 [H, W, 3]) resized to ``side`` px (bilinear), back as uint8."""
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=side < x.shape[-1])
+    return list((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
 def measure(loaded, layer, units, images, ref_max):
+    """Per unit (those with a positive photograph best): plain ratio, perturbed ratio, and both at the
+    model's input size; per image: hf."""
+    side = loaded.preprocess.input_size[1]
+    ratios, perturbed, hf = measure_at(loaded, layer, units, images, ref_max)
+    if images[0].shape[0] == side:
+        return ratios, perturbed, ratios, perturbed, hf
+    ratios_in, perturbed_in, _ = measure_at(loaded, layer, units, at_size(images, side), ref_max)
+    return ratios, perturbed, ratios_in, perturbed_in, hf
+
+
+def measure_at(loaded, layer, units, images, ref_max):
     """Per unit (those with a positive photograph best): plain ratio, perturbed ratio; per image: hf."""
     plain = activations(loaded, layer, units, images)
     moved = [activations(loaded, layer, units, perturbed_images(images, kind)) for kind in PERTURBATIONS]
@@ -91,7 +117,7 @@ def main():
     parser.add_argument("--size", type=int, default=PRESETS["standard"].size)
     parser.add_argument("--steps", type=int, default=PRESETS["standard"].steps)
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--tools", default=",".join(t for t in TOOLS if t != "reportgen-canvas-scale"))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads (default: every core); 1 lets two runs share a 2-core machine")
     args = parser.parse_args()
@@ -126,35 +152,40 @@ def main():
                     continue
                 seconds[(tool, layer)].append(time.perf_counter() - started)
                 measured = measure(loaded, layer, units, images, ref_max[layer])
-                for into, values in zip(results.setdefault((tool, layer), ([], [], [])), measured):
+                for into, values in zip(results.setdefault((tool, layer), ([], [], [], [], [])), measured):
                     into.extend(values)
-                ratios, perturbed, hf = measured
+                ratios, perturbed, _, perturbed_in, hf = measured
                 print(f"[seed {seed + 1}/{args.seeds}] {tool} {layer}: {seconds[(tool, layer)][-1]:.1f} s; "
-                      f"ratio {median(ratios):.2f}, perturbed {median(perturbed):.2f}, "
-                      f"hf {median(hf) / hf_photos:.2f}", file=sys.stderr, flush=True)
+                      f"ratio {median(ratios):.2f}, perturbed {median(perturbed):.2f} ({median(perturbed_in):.2f} "
+                      f"at the input size), hf {median(hf) / hf_photos:.2f}", file=sys.stderr, flush=True)
 
     versions = ", ".join(f"{t} {version(t)}" for t in tools)
     print(f"tf_efficientnet_lite0 (real weights); layers {', '.join(layers)}; {len(units)} units each "
           f"(channels 0–{len(units) - 1}); {args.size} px; {args.steps} steps; {args.seeds} seed(s), "
           f"tools alternating; {torch.get_num_threads()} threads; torch {torch.__version__}; {versions}")
-    print("| tool | layer | units measured | median activation ratio | median ratio under held-out "
-          "perturbations (crop, shift, blur) | high-frequency energy vs photos | s/unit |")
-    print("|---|---|---|---|---|---|---|")
+    side = loaded.preprocess.input_size[1]
+    print(f"| tool | layer | units measured | median activation ratio | median ratio under held-out "
+          f"perturbations (crop, shift, blur) | the same two shown at {side} px | high-frequency energy vs "
+          "photos | s/unit |")
+    print("|---|---|---|---|---|---|---|---|")
     for tool in tools:
         rows = [layer for layer in layers if (tool, layer) in results]
-        pooled = ([], [], [])
+        pooled = ([], [], [], [], [])
         for layer in rows:
-            ratios, perturbed, hf = results[(tool, layer)]
-            for into, values in zip(pooled, (ratios, perturbed, hf)):
+            measured = results[(tool, layer)]
+            for into, values in zip(pooled, measured):
                 into.extend(values)
+            ratios, perturbed, ratios_in, perturbed_in, hf = measured
             per_unit = statistics.median(seconds[(tool, layer)]) / len(units)
             print(f"| {tool} | {layer} | {len(ratios)}/{len(units) * args.seeds} | {median(ratios):.2f} | "
-                  f"{median(perturbed):.2f} | {median(hf) / hf_photos:.2f} | {per_unit:.2f} |")
+                  f"{median(perturbed):.2f} | {median(ratios_in):.2f} / {median(perturbed_in):.2f} | "
+                  f"{median(hf) / hf_photos:.2f} | {per_unit:.2f} |")
         if rows:
             seeds_done = min(len(seconds[(tool, layer)]) for layer in rows)
             total = statistics.median(sum(seconds[(tool, layer)][r] for layer in rows) for r in range(seeds_done))
-            print(f"| {tool} | all layers | {len(pooled[0])}/{len(units) * len(layers) * args.seeds} | {median(pooled[0]):.2f} | "
-                  f"{median(pooled[1]):.2f} | {median(pooled[2]) / hf_photos:.2f} | "
+            print(f"| {tool} | all layers | {len(pooled[0])}/{len(units) * len(layers) * args.seeds} | "
+                  f"{median(pooled[0]):.2f} | {median(pooled[1]):.2f} | {median(pooled[2]):.2f} / "
+                  f"{median(pooled[3]):.2f} | {median(pooled[4]) / hf_photos:.2f} | "
                   f"{total / (len(units) * len(rows)):.2f} |")
     for (tool, layer), error in failures.items():
         print(f"\n{tool} failed on {layer}: {error}")

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
+
+# Idle OpenMP threads spin before they sleep: on a machine shared with other work they take the CPU
+# from the threads doing it. A short spin holds up on a quiet machine and a loaded one alike
+# (benchmarks/threads.py, docs/performance.md#shared-cpus). Set before torch loads; a wait policy or
+# spin count the user set wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__
 from .config import DEFAULT_MODEL, OBJECTIVES, PARAMS, PENALTIES, PRESETS, resolve_build_config
@@ -53,6 +61,8 @@ def _render_flags(func):
         click.option("--seed", type=int, default=None, help="Random seed (same seed, same images)."),
         click.option("--param", type=click.Choice(list(PARAMS)), default=None,
                      help="Image parameterization: fft (default), pixel, or maco (fixed photo spectrum, phase only)."),
+        click.option("--threads", type=int, default=None,
+                     help="CPU threads torch computes with (default: one per core)."),
         click.option("--objective", default=None,
                      help=f"What a channel render maximizes: {' or '.join(OBJECTIVES)} (the channel's mean, the "
                           "default; or the square root of its sum of squares)."),
@@ -101,9 +111,11 @@ def main():
                    "shard is done, `reportgen site --out OUT` writes the pages.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_handle_errors
-def build(models, weights, preset, size, steps, device, seed, param, objective, penalty, layers, units, neurons,
-          variants, classes, dreams, images, batch, out, config_file, no_site, store, executor, ray_address, shard, quiet):
+def build(models, weights, preset, size, steps, device, seed, param, threads, objective, penalty, layers, units,
+          neurons, variants, classes, dreams, images, batch, out, config_file, no_site, store, executor, ray_address,
+          shard, quiet):
     """Render the selected units of each model and build the report site."""
+    _set_threads(threads)
     from .pipeline import build as run_build
     from .progress import TerminalProgress
 
@@ -141,6 +153,23 @@ def build(models, weights, preset, size, steps, device, seed, param, objective, 
     sys.exit(report.exit_code)
 
 
+def _set_threads(threads: int | None) -> None:
+    """``--threads N``: torch's CPU thread count (``None``: torch's default, one per core).
+
+    Raises:
+        UsageError: N is not at least 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        from .errors import UsageError
+
+        raise UsageError(f"--threads {threads} must be at least 1 (one per core is the default)")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _site_summary(report) -> str:
     """How big the built site is and where to open it; warns (on stderr) near GitHub Pages' 1 GB."""
     if report.site is None:
@@ -158,9 +187,11 @@ def _site_summary(report) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--rf/--no-rf", default=True, show_default=True,
               help="Compute theoretical receptive fields (deep layers of big models take a minute or two on a CPU).")
+@click.option("--threads", type=int, default=None, help="CPU threads torch computes with (default: one per core).")
 @_handle_errors
-def layers(model, weights, as_json, rf):
+def layers(model, weights, as_json, rf, threads):
     """List the layers worth visualizing: index, module, kind, output shape, channels, stride, receptive field."""
+    _set_threads(threads)
     from .pipeline import list_layers
 
     catalogue = list_layers(model, weights, receptive_fields=rf)
@@ -184,8 +215,10 @@ def layers(model, weights, as_json, rf):
 @_render_flags
 @click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("render.png"), show_default=True)
 @_handle_errors
-def render(model, layer, unit, neuron, weights, preset, size, steps, device, seed, param, objective, penalty, out_file):
+def render(model, layer, unit, neuron, weights, preset, size, steps, device, seed, param, threads, objective, penalty,
+           out_file):
     """Render one unit to a PNG file."""
+    _set_threads(threads)
     from .pipeline import render_unit
 
     config = resolve_build_config({"model": [model], "weights": weights, "preset": preset, "size": size,

@@ -39,6 +39,12 @@ class RenderSettings:
         samples: random transforms drawn per step; the step follows their mean gradient (a
             pattern that excites the unit however it is shifted, scaled and turned). Each one
             costs a forward and backward pass.
+        reach_input: when the canvas is smaller than the model's input, the random scales reach
+            up to the input size too: the upper end of ``scales`` is multiplied by input side /
+            canvas side (1.75 for a 128 px canvas and a 224 px model), so a render excites its unit
+            both as drawn and when shown at the model's own resolution, as photographs are
+            (benchmarks/quality.py measures both). Off for centre neurons (their box is the field
+            at the canvas's scale), DeepDreams and inversions (a photo at the canvas's scale).
         objective: what a unit's channel render maximizes: ``mean`` (the channel's mean over
             space) or ``l2norm`` (its L2 norm over space, sqrt(sum f^2): a few strong positions
             outweigh a weak response everywhere). Activation ratios always compare means.
@@ -58,6 +64,7 @@ class RenderSettings:
     max_angle: float = 10.0
     average: float = 0.1
     samples: int = 1
+    reach_input: bool = True
     objective: str = "mean"
     penalties: tuple[tuple[str, float], ...] = ()
 

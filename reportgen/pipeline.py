@@ -45,6 +45,7 @@ class BuildReport:
     site: Any = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, summed over models
+    kind_seconds: dict[str, float] = field(default_factory=dict)  # render seconds per kind of render
 
     @property
     def exit_code(self) -> int:
@@ -277,6 +278,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     def on_result(job, results, seconds):
         nonlocal stored
         sets[job.kind, job.layer].store(store, job, results, seconds, report)
+        report.kind_seconds[job.kind] = report.kind_seconds.get(job.kind, 0.0) + seconds
         stored += len(results)
         progress.renders(stored, planned)
 
@@ -364,6 +366,7 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
         "fixed_input": loaded.fixed_input,
         "normalization": analysis.normalization,
         "device": str(loaded.device),
+        "threads": torch.get_num_threads(),
         "executor": executor.name,
         "settings": config.to_dict(),
         "seed": config.seed,

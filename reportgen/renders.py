@@ -43,7 +43,7 @@ PHASES = (("channel renders", ("channel",)), ("centre neurons", ("neuron",)),
           ("class visualizations", ("class",)))
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 # Bump when the render code changes what it makes in a way no setting or constant says (render_key).
-RENDER_ALGO_VERSION = 3
+RENDER_ALGO_VERSION = 4  # 4: channels-last memory, transform samples batched together
 
 
 @dataclass(frozen=True)
@@ -240,9 +240,10 @@ RECIPE_MODULES = ("reportgen.optvis.render", "reportgen.optvis.param", "reportge
                   "reportgen.optvis.trust", "reportgen.renders")
 RECIPE_ALSO = (("reportgen.images", "FLAT_STD"),)  # elsewhere, but stored with every render (its flat flag)
 # How many units share a batch is not in the key: a resumed or sharded build finds its renders
-# whatever --batch says (batched kernels may differ from unbatched ones in the last bits only).
-NOT_IN_KEY = frozenset({"GPU_BATCH", "CPU_BATCH", "UNIT_KINDS", "PHOTO_KINDS", "RECIPE_MODULES", "RECIPE_ALSO",
-                        "NOT_IN_KEY"})
+# whatever --batch says (batched kernels may differ from unbatched ones in the last bits only);
+# nor is the order in which a build renders its kinds (PHASES).
+NOT_IN_KEY = frozenset({"GPU_BATCH", "CPU_BATCH", "UNIT_KINDS", "PHOTO_KINDS", "PHASES", "RECIPE_MODULES",
+                        "RECIPE_ALSO", "NOT_IN_KEY"})
 _CONSTANT = re.compile(r"_?[A-Z][A-Z0-9_]*")
 
 

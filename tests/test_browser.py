@@ -22,5 +22,5 @@ def test_click_through_a_built_site(tmp_path):
     seen = walk(out / "site", "test_efficientnet", "blocks.1.0", shots)
     assert seen["layer"] >= 5 and seen["unit"] >= 2 and seen["model"] >= 4
     assert "blocks.1.0" in seen["search"]
-    assert sorted(p.name for p in shots.iterdir()) == ["home.png", "layer.png", "lightbox.png", "model.png",
-                                                        "search.png", "unit.png"]
+    assert sorted(p.name for p in shots.iterdir()) == ["home.png", "layer-page.png", "layer.png", "lightbox.png",
+                                                        "model.png", "search.png", "unit.png"]

@@ -15,6 +15,21 @@ def test_help_is_fast_and_imports_no_torch():
     assert "build" in out and out.strip().endswith("False False")
 
 
+def test_the_command_line_lets_idle_threads_sleep_soon_unless_told_otherwise():
+    import os
+
+    code = "import os, reportgen.cli; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def seen(**extra):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**env, **extra}).stdout.split()
+
+    assert seen() == ["10000", "None"]
+    assert seen(OMP_WAIT_POLICY="ACTIVE") == ["None", "ACTIVE"]  # the user's policy alone decides
+    assert seen(GOMP_SPINCOUNT="5") == ["5", "None"]
+
+
 def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "reportgen", "--version"], capture_output=True, text=True, check=True)
     assert "reportgen" in out.stdout
@@ -52,6 +67,7 @@ def test_layers_table():
     (["build", "--model", "test_resnet", "--penalty", "tv=-1"], ["tv=", "at least 0"]),
     (["build", "--model", "test_resnet", "--penalty", "tv"], ["malformed", "name=weight"]),
     (["build", "--model", "test_resnet", "--objective", "max"], ["--objective", "mean"]),
+    (["build", "--model", "test_resnet", "--threads", "0"], ["--threads 0", "at least 1"]),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, args, needles):
     code, output = run(*args, *(["--out", str(tmp_path / "o")] if args[0] == "build" else []))

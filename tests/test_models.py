@@ -206,3 +206,13 @@ def test_bundled_lite0_weights_classify_a_cat_and_fit_their_batchnorm_statistics
 def test_timms_own_lite0_offline_points_to_the_bundled_tf_weights():
     with pytest.raises(WeightsError, match="--model tf_efficientnet_lite0 has bundled ImageNet weights"):
         load_model("efficientnet_lite0", "auto", "cpu")
+
+
+def test_the_stem_fit_alone_stops_at_the_first_batchnorm(tiny):
+    from reportgen.analysis.normalization import batchnorm_fit
+
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    whole = batchnorm_fit(tiny.module, images, tiny.preprocess.mean, tiny.preprocess.std)
+    stem = batchnorm_fit(tiny.module, images, tiny.preprocess.mean, tiny.preprocess.std, stem_only=True)
+    assert len(whole.layers) > 3 and stem.layers == whole.layers[:1]
+    assert stem.to_dict()["middle"] is None and whole.to_dict()["middle"] is not None

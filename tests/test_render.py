@@ -67,7 +67,7 @@ def test_final_image_is_the_moving_average_of_the_parameters(tiny):
 
 def test_each_step_follows_the_mean_gradient_of_its_transform_samples(tiny):
     # Without randomness every sample is the same image: their mean gradient is the one gradient.
-    still = dataclasses.replace(FAST, pad=0, jitter=0, scales=(1.0, 1.0), max_angle=0.0)
+    still = dataclasses.replace(FAST, pad=0, jitter=0, scales=(1.0, 1.0), max_angle=0.0, reach_input=False)
     one = render_channels(tiny, "blocks.1.0", [2], still)[0]
     two = render_channels(tiny, "blocks.1.0", [2], dataclasses.replace(still, samples=2))[0]
     assert np.abs(one.image.astype(int) - two.image.astype(int)).max() <= 1
@@ -77,6 +77,45 @@ def test_each_step_follows_the_mean_gradient_of_its_transform_samples(tiny):
     single = render_channels(tiny, "blocks.1.0", [2], FAST)[0]
     assert np.abs(moved.image.astype(int) - single.image.astype(int)).mean() > 1
     assert moved.activation > moved.curve[0][1] > 0
+
+
+def test_transform_samples_in_one_batch_equal_one_pass_each(tiny, monkeypatch):
+    """Two transform samples a step go through the network together when the batch allows; the
+    gradient is the same as from two passes (up to batched kernels' rounding), diversity included:
+    each sample's items are scored among themselves."""
+    from reportgen.optvis import render
+
+    settings = dataclasses.replace(FAST, samples=2)
+    together = render_channels(tiny, "blocks.1.0", [0, 3], settings)
+    variants_together = render.render_diversity(tiny, "blocks.1.0", [1], settings, k=2)[0]
+    monkeypatch.setattr(render, "CPU_BATCH", 2)  # 2 units x 2 samples no longer fit: one pass per sample
+    apart = render_channels(tiny, "blocks.1.0", [0, 3], settings)
+    variants_apart = render.render_diversity(tiny, "blocks.1.0", [1], settings, k=2)[0]
+    for a, b in zip(together + variants_together, apart + variants_apart):
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+        assert a.activation == pytest.approx(b.activation, rel=1e-3, abs=1e-4)
+        assert [step for step, _ in a.curve] == [step for step, _ in b.curve]
+
+
+def test_random_scales_reach_the_models_input_size(tiny, monkeypatch):
+    """A canvas smaller than the model's input (48 px; test_efficientnet takes 160) is drawn at
+    scales up to 1.1 x 160 / 48, so the render also excites its unit at the model's resolution;
+    centre neurons (whose box is the field at the canvas's scale) and inversions keep theirs."""
+    from reportgen.optvis import dream, render
+
+    seen = []
+    real = render.random_affine
+    monkeypatch.setattr(render, "random_affine", lambda *args: seen.append(args[4]) or real(*args))
+    render_channels(tiny, "blocks.1.0", [0], FAST)
+    render_neurons(tiny, "blocks.1.0", [0], FAST, box=BOX)
+    photo = np.full((48, 48, 3), 128, np.uint8)
+    dream.invert(tiny, "blocks.1.0", [photo], FAST)
+    dream.deep_dream(tiny, "blocks.1.0", [photo], FAST)
+    channel, neuron, inversion, dreamt = seen[0], seen[FAST.steps], seen[2 * FAST.steps], seen[3 * FAST.steps]
+    assert channel == pytest.approx((0.9, 1.1 * 160 / 48))
+    assert neuron == (0.9, 1.1) and inversion == (1.0, 1.0) and dreamt == (0.9, 1.1)
+    assert render.reach_scales(tiny, dataclasses.replace(FAST, size=200)) == (0.9, 1.1)  # a larger canvas: as set
+    assert render.reach_scales(tiny, dataclasses.replace(FAST, reach_input=False)) == (0.9, 1.1)
 
 
 def test_l2norm_objective_is_optimized_and_the_mean_is_what_is_measured(tiny):

@@ -51,25 +51,33 @@ class NormFit:
         return self.layers[0]
 
     @property
-    def middle(self) -> float:
+    def middle(self) -> float | None:
         n = len(self.layers)
-        return float(np.median(self.layers[n // 3: max(n // 3 + 1, 2 * n // 3)]))
+        return float(np.median(self.layers[n // 3: max(n // 3 + 1, 2 * n // 3)])) if n > 1 else None
 
     @property
-    def late(self) -> float:
+    def late(self) -> float | None:
         n = len(self.layers)
-        return float(np.median(self.layers[2 * n // 3:] or self.layers[-1:]))
+        return float(np.median(self.layers[2 * n // 3:])) if n > 1 else None
 
     def to_dict(self) -> dict:
+        def rounded(value):
+            return None if value is None else round(value, 2)
+
         return {"mean": list(self.mean), "std": list(self.std), "stem": round(self.stem, 2),
-                "middle": round(self.middle, 2), "late": round(self.late, 2), "layers": len(self.layers),
+                "middle": rounded(self.middle), "late": rounded(self.late), "layers": len(self.layers),
                 "images": self.images}
 
 
+class _StemMeasured(Exception):
+    """Raised inside the forward pass once the first BatchNorm layer is measured (``stem_only``)."""
+
+
 def batchnorm_fit(module: nn.Module, images: torch.Tensor, mean: Sequence[float],
-                  std: Sequence[float]) -> NormFit | None:
+                  std: Sequence[float], stem_only: bool = False) -> NormFit | None:
     """Feed ``images`` (a float [B, 3, H, W] batch in [0, 1] on the model's device) normalized with
-    ``mean``/``std`` and compare every BatchNorm layer's batch variance with its running variance.
+    ``mean``/``std`` and compare every BatchNorm layer's batch variance with its running variance;
+    with ``stem_only``, the first one's only, the forward pass stopping there.
 
     Returns ``None`` for a model without BatchNorm layers (nothing to read the training input off).
     The model runs in eval mode; its running statistics are not touched.
@@ -88,11 +96,15 @@ def batchnorm_fit(module: nn.Module, images: torch.Tensor, mean: Sequence[float]
         ratio = torch.log((variance + eps) / (norm.running_var.float() + eps)).abs()
         seen[norm] = float(ratio.median())
         order.append(norm)
+        if stem_only:
+            raise _StemMeasured
 
     handles = [norm.register_forward_pre_hook(hook) for norm in norms]
     try:
         with torch.no_grad():
             module(normalize(images, mean, std))
+    except _StemMeasured:
+        pass
     finally:
         for handle in handles:
             handle.remove()
@@ -102,12 +114,12 @@ def batchnorm_fit(module: nn.Module, images: torch.Tensor, mean: Sequence[float]
 
 def fit_by_normalization(module: nn.Module, images: torch.Tensor, mean: Sequence[float],
                          std: Sequence[float]) -> dict[str, NormFit] | None:
-    """``batchnorm_fit`` under the model's own normalization (key ``"used"``) and each of
-    ``NORMALIZATIONS``; ``None`` without BatchNorm layers."""
+    """``batchnorm_fit`` under the model's own normalization (key ``"used"``), and at the stem only
+    under each of ``NORMALIZATIONS`` (what the comparison reads); ``None`` without BatchNorm layers."""
     used = batchnorm_fit(module, images, mean, std)
     if used is None:
         return None
     fits = {"used": used}
     for name, (m, s) in NORMALIZATIONS.items():
-        fits[name] = batchnorm_fit(module, images, m, s)
+        fits[name] = batchnorm_fit(module, images, m, s, stem_only=True)
     return fits

@@ -194,7 +194,7 @@ def normalization_check(loaded, refs, used: Sequence[int], store: Store) -> dict
     from .references import iter_batches
 
     images = [int(i) for i in used[:NORMALIZATION_IMAGES]]
-    key = canonical_key({"kind": "normalization-fit", "v": 1, "model": loaded.name, "weights": loaded.weights.digest,
+    key = canonical_key({"kind": "normalization-fit", "v": 2, "model": loaded.name, "weights": loaded.weights.digest,
                          "refs": refs.digest, "images": images, "preprocess": vars(loaded.preprocess)})
     arrays = store.get_arrays(key)
     if arrays is None:

@@ -43,7 +43,8 @@ def deep_dream(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], set
     image = PixelImage(photos[0].shape[:2], gens, decorrelate=False)
     with torch.no_grad():  # sigmoid(logit(photo)) is the photo: the dream starts exactly there
         image.pixels.copy_(torch.logit(to_tensor(photos), eps=1e-3))
-    dream = dataclasses.replace(settings, steps=min(settings.steps, DREAM_STEPS), lr=DREAM_LR, pad=0)
+    # The photo is shown at the canvas's scale, and the dream amplifies what the layer sees there.
+    dream = dataclasses.replace(settings, steps=min(settings.steps, DREAM_STEPS), lr=DREAM_LR, pad=0, reach_input=False)
     return optimize(model, image, render_objective("dream", layer, indices, settings=settings), indices, seeds, gens,
                     dream, on_step, measure=render_objective("dream", layer, indices), label=layer)
 
@@ -64,7 +65,7 @@ def invert(model: LoadedModel, layer: str, photos: Sequence[np.ndarray], setting
                        settings.decorrelate)
     # The maps are compared position by position: no padding, rotation or scaling, a little jitter.
     steady = dataclasses.replace(settings, pad=0, jitter=min(settings.jitter, INVERT_JITTER), scales=(1.0, 1.0),
-                                 max_angle=0.0)
+                                 max_angle=0.0, reach_input=False)
     objective = render_objective("inversion", layer, indices, target=target, settings=settings)
     measure = render_objective("inversion", layer, indices, target=target)
     return optimize(model, image, objective, indices, seeds, gens, steady, on_step, measure=measure, label=layer)

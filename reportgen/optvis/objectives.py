@@ -434,7 +434,7 @@ def activations(module: nn.Module, names: Sequence[str], images: torch.Tensor, m
     layers = [name for name in dict.fromkeys(names) if name not in (INPUT, LOGITS)]
     acts: dict[str, torch.Tensor] = {}
     if layers or LOGITS in names:
-        x = normalize(images, mean, std)
+        x = normalize(images, mean, std).contiguous(memory_format=torch.channels_last)  # as the model's weights
         if LOGITS in names:
             # The forward runs on past the taps, where an in-place activation (timm's norm-act
             # layers) would overwrite a captured pre-activation: keep a copy taken in the hook.

@@ -29,6 +29,9 @@ class _RedirectedClamp(torch.autograd.Function):
         if ctx.high is not None:
             active &= x <= ctx.high
         true_grad = grad * active.to(grad.dtype)
+        alive = true_grad.flatten(1).abs().sum(dim=1) > 0
+        if bool(alive.all()):  # the usual case: every item keeps its true gradient
+            return true_grad, None, None
         # Redirected: also let through gradients that push a clamped input back into range
         # (descent moves x against the gradient: below the range that needs grad < 0).
         rescue = (x < ctx.low) & (grad < 0)
@@ -36,7 +39,6 @@ class _RedirectedClamp(torch.autograd.Function):
             rescue |= (x > ctx.high) & (grad > 0)
         redirected = grad * (active | rescue).to(grad.dtype)
         # As in Lucid: a batch item keeps its true gradient unless that is zero everywhere.
-        alive = true_grad.flatten(1).abs().sum(dim=1) > 0
         return torch.where(alive.view(-1, *[1] * (grad.ndim - 1)), true_grad, redirected), None, None
 
 

@@ -26,7 +26,7 @@ from ..config import RenderSettings
 from ..layers import FeatureTap
 from ..models import LoadedModel
 from .objectives import (LOGITS, L1, L2, Blur, Channel, ChannelL2, ClassLogit, Diversity, FeatureMatch, LayerL2,
-                         Neuron, Objective, TotalVariation, evaluate)
+                         Neuron, Objective, TotalVariation, activations, evaluate)
 from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
 from .transforms import random_affine
@@ -208,6 +208,8 @@ def render_neurons(
     """
     seeds = [unit_seed(seed, layer, c, kind="neuron") for c in channels]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
+    # The box is the neuron's field at the canvas's scale: its random scales stay the canvas's.
+    settings = dataclasses.replace(settings, reach_input=False)
     if settings.param == "maco":  # a photo spectrum does not fit a small box: the box is Fourier
         settings = dataclasses.replace(settings, param="fft")
     if box is None:
@@ -347,17 +349,23 @@ def optimize(
     # pre-activation value is what ``evaluate`` optimizes and measures (the reference statistics
     # too): a ReLU6 output saturates at 6 and passes no gradient where the unit is off.
     autocast, scaler = mixed_precision(model.device)
+    scales = reach_scales(model, settings)
+    # The transform samples of a step go through the network as one batch where that batch is no
+    # larger than a job's (on a CPU, larger batches cost more per image: CPU_BATCH), else one by one.
+    draws = settings.samples if len(units) * settings.samples <= batch_limit(model) else 1
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         scores = 0.0
         with redirected_relus(model.module, enabled=step < REDIRECT_STEPS):
-            for _ in range(settings.samples):  # the gradient averages over independent random transforms
-                batch = random_affine(image(), gens, settings.pad, settings.jitter, settings.scales, settings.max_angle)
+            for _ in range(settings.samples // draws):  # the gradient averages over independent random transforms
+                drawn = image()
+                batch = torch.cat([random_affine(drawn, gens, settings.pad, settings.jitter, scales, settings.max_angle)
+                                   for _ in range(draws)])
                 with autocast():
-                    sample = evaluate(model.module, objective, batch, mean, std).float()
+                    sample = _scored(model, objective, batch, draws).float()  # [draws * B], sample-major
                 loss = -sample.sum() / settings.samples  # the one place the sign flips: objectives are maximized
                 (scaler.scale(loss) if scaler else loss).backward()
-                scores = scores + sample.detach() / settings.samples
+                scores = scores + sample.detach().view(draws, -1).sum(dim=0) / settings.samples
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -386,6 +394,29 @@ def optimize(
         RenderResult(label, u, s, pixels[i], float(activation[i]), curves[i], describe(i))
         for i, (u, s) in enumerate(zip(units, seeds))
     ]
+
+
+def _scored(model: LoadedModel, objective: Objective, batch: torch.Tensor, draws: int) -> torch.Tensor:
+    """``objective`` on ``batch``, which stacks ``draws`` transformed copies of the B images: one
+    forward pass, each copy scored on its own (an objective such as ``Diversity`` compares the items
+    of one batch), so the scores are those of ``draws`` separate passes, in order."""
+    mean, std = model.preprocess.mean, model.preprocess.std
+    if draws == 1:
+        return evaluate(model.module, objective, batch, mean, std)
+    acts = activations(model.module, objective.layers, batch, mean, std)
+    size = batch.shape[0] // draws
+    return torch.cat([objective.score({name: value[i * size:(i + 1) * size] for name, value in acts.items()})
+                      for i in range(draws)])
+
+
+def reach_scales(model: LoadedModel, settings: RenderSettings) -> tuple[float, float]:
+    """The random scale range a render draws from: ``settings.scales``, with its upper end
+    stretched by the model's input side over the canvas side when ``settings.reach_input`` and
+    the canvas is the smaller (see ``RenderSettings``)."""
+    low, high = settings.scales
+    if not settings.reach_input:
+        return low, high
+    return low, high * max(1.0, min(model.preprocess.input_size[1:]) / settings.size)
 
 
 def average_decay(settings: RenderSettings) -> float:
@@ -457,6 +488,11 @@ GPU_BATCH = 64  # units a GPU job optimizes together (a job too big for the GPU'
 CPU_BATCH = 16  # ... and a CPU job: beyond this a batch gains nothing on a few cores
 
 
+def batch_limit(model: LoadedModel) -> int:
+    """The most images a job's forward pass takes together on ``model``'s device."""
+    return GPU_BATCH if model.device.type == "cuda" else CPU_BATCH
+
+
 def choose_batch(model: LoadedModel, n_units: int, requested: int | None) -> int:
     """How many units a job optimizes together: ``requested`` if given, else ``GPU_BATCH`` on a GPU
     and ``CPU_BATCH`` on the CPU, at most ``n_units``.
@@ -467,4 +503,4 @@ def choose_batch(model: LoadedModel, n_units: int, requested: int | None) -> int
     """
     if requested:
         return max(1, min(requested, n_units))
-    return max(1, min(GPU_BATCH if model.device.type == "cuda" else CPU_BATCH, n_units))
+    return max(1, min(batch_limit(model), n_units))
