@@ -2,7 +2,9 @@
 
 Runs the same ``reportgen build`` twice into a fresh folder (the second run should find every
 render in the cache) and prints a table of seconds per stage. Defaults to the default build
-(tf_efficientnet_lite0, real weights, quick preset); pass build flags to change it, e.g.
+(tf_efficientnet_lite0, real weights, quick preset) under the command line's own OpenMP default
+(a short spin, unless ``OMP_WAIT_POLICY`` is set: docs/performance.md#shared-cpus); pass build
+flags to change it, e.g.
 
     python benchmarks/pipeline.py --layers 0,-1 --units 4
 """
@@ -15,10 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads collapse on a shared box
 os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
 
-from reportgen.cli import main  # noqa: E402
+from reportgen.cli import main  # noqa: E402  (first: sets the command line's OpenMP default before torch loads)
 from reportgen.config import resolve_build_config  # noqa: E402
 from reportgen.pipeline import build  # noqa: E402
 

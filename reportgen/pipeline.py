@@ -125,7 +125,7 @@ def _publish_snapshot(out: Path, manifest: dict | None, store: Store, report: Bu
     publish(out, partial, store, shown, site=config.site)
     report.timings["partial sites"] = report.timings.get("partial sites", 0.0) + time.perf_counter() - started
     where = f"open {shown.site.path}/index.html" if shown.site else f"pages in {out}/docs"
-    progress.note(f"{entry['name']}: a first site is ready ({where}); still rendering {', '.join(entry['pending'])}")
+    progress.note(f"{entry['name']}: the site so far is ready ({where}); still rendering {', '.join(entry['pending'])}")
 
 
 def publish(out: Path, manifest: dict, store: Store, report: BuildReport, site: bool = True) -> None:
