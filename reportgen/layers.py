@@ -379,7 +379,8 @@ _SLICE = re.compile(r"^(-?\d+)?:(-?\d+)?$")
 
 
 def select_layers(
-    layers: Sequence[LayerInfo], spec: str | None, lookup: Callable[[str], LayerInfo | None] | None = None
+    layers: Sequence[LayerInfo], spec: str | None, lookup: Callable[[str], LayerInfo | None] | None = None,
+    flag: str = "--layers",
 ) -> list[LayerInfo]:
     """Pick layers by ``--layers``: indices, slices, dotted paths, globs, comma lists, ``all``; ``None`` = default.
 
@@ -389,6 +390,7 @@ def select_layers(
         layers: the catalogue.
         spec: the selector string.
         lookup: resolves a dotted path outside the catalogue to a ``LayerInfo`` (or ``None``).
+        flag: the option the selector came from, as messages name it (``render`` takes ``--layer``).
     Raises:
         UnknownLayerError: a part matches nothing (the message lists valid choices).
         UsageError: the selector is empty or malformed.
@@ -404,26 +406,29 @@ def select_layers(
         return list(layers)
     parts = [p.strip() for p in spec.split(",")]
     if not spec or any(not p for p in parts):
-        raise UsageError(f"--layers {spec!r} is empty or has an empty item; e.g. --layers 0,3,-1 or --layers 'blocks.*'")
+        raise UsageError(f"{flag} {spec!r} is empty or has an empty item; e.g. {flag} 0,3,-1 or {flag} 'blocks.*'")
+    if "all" in parts:
+        raise UsageError(f"{flag} {spec!r}: 'all' selects every layer, so give it alone ({flag} all)")
     by_name = {layer.module: layer for layer in layers}
     chosen: list[LayerInfo] = []
     for part in parts:
-        chosen.extend(_match(part, layers, by_name, lookup or (lambda _name: None)))
+        chosen.extend(_match(part, layers, by_name, lookup or (lambda _name: None), flag))
     return list(dict.fromkeys(chosen))
 
 
-def _match(part: str, layers: Sequence[LayerInfo], by_name: dict[str, LayerInfo], lookup) -> list[LayerInfo]:
+def _match(part: str, layers: Sequence[LayerInfo], by_name: dict[str, LayerInfo], lookup,
+           flag: str) -> list[LayerInfo]:
     n = len(layers)
     if re.fullmatch(r"-?\d+", part):
         i = int(part)
         if not -n <= i < n:
-            raise UnknownLayerError(f"--layers {part}: index out of range; this model has layers 0..{n - 1} (or -{n}..-1)")
+            raise UnknownLayerError(f"{flag} {part}: index out of range; this model has layers 0..{n - 1} (or -{n}..-1)")
         return [layers[i]]
     if m := _SLICE.match(part):
         start, stop = (None if v is None else int(v) for v in m.groups())
         picked = list(layers[slice(start, stop)])
         if not picked:
-            raise UnknownLayerError(f"--layers {part}: the slice selects no layer of 0..{n - 1}")
+            raise UnknownLayerError(f"{flag} {part}: the slice selects no layer of 0..{n - 1}")
         return picked
     if part in by_name:
         return [by_name[part]]
@@ -433,7 +438,7 @@ def _match(part: str, layers: Sequence[LayerInfo], by_name: dict[str, LayerInfo]
     if not any(ch in part for ch in "*?[") and (outside := lookup(part)) is not None:
         return [outside]
     raise UnknownLayerError(
-        f"--layers {part!r} matches no layer; valid layers: {_preview(layers)} "
+        f"{flag} {part!r} matches no layer; valid layers: {_preview(layers)} "
         "(see `reportgen layers --model NAME`)"
     )
 

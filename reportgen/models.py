@@ -204,9 +204,15 @@ def forward_error(loaded: LoadedModel, height: int, width: int) -> str | None:
     try:
         with torch.no_grad():
             loaded.module(torch.zeros(1, 3, height, width, device=loaded.device))
-    except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
+    except (RuntimeError, AssertionError, ValueError, IndexError, MemoryError) as exc:
         return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
     return None
+
+
+def out_of_memory(error: str) -> bool:
+    """Whether a ``forward_error`` line says the pass ran out of memory (not that the size is wrong)."""
+    return any(words in error.lower() for words in ("out of memory", "can't allocate", "not enough memory",
+                                                     "memoryerror"))
 
 
 def preprocess_of(model: nn.Module) -> Preprocess:
@@ -294,10 +300,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         WeightsError: missing file, unknown suffix, unreadable, unsafe pickle, or no tensors inside.
     """
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"--weights {path} is a folder; give a .pth/.pt/.bin/.safetensors state-dict file")
     if not path.is_file():
         raise WeightsError(f"--weights {path}: no such file; give a .pth/.pt/.bin/.safetensors state dict, or auto/none")
     if path.suffix not in WEIGHT_SUFFIXES:
         raise WeightsError(f"--weights {path}: expected one of {', '.join(WEIGHT_SUFFIXES)}")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise WeightsError(f"--weights {path}: the file is empty")
+    if path.suffix != ".safetensors" and not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise WeightsError(f"--weights {path}: not a PyTorch checkpoint (neither torch.save's zip nor a pickle); "
+                           "give a file written by torch.save or safetensors")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterator
 
 from . import __version__
 from .config import BuildConfig
-from .errors import OutputDirError, StoreError, UsageError
-from .manifest import (check_out, merge_model, prepare_out, read_manifest, read_shard_records, write_manifest,
-                       write_shard_record)
+from .errors import OutputDirError, ReportgenError, StoreError, UsageError
+from .manifest import (MARKER, check_out, merge_model, prepare_out, read_manifest, read_shard_records,
+                       write_manifest, write_shard_record)
 from .pages import slug, unit_image
 from .progress import Progress
 from .store import Store, atomic_write, exclusive
@@ -63,6 +63,7 @@ def build(config: BuildConfig, progress: Progress | None = None, render: bool = 
     Raises:
         ReportgenError subclasses for user mistakes (unknown model/layer/unit, bad weights or output).
     """
+    from .analysis.references import folder_references
     from .executors import make_executor
 
     started = time.perf_counter()
@@ -73,10 +74,13 @@ def build(config: BuildConfig, progress: Progress | None = None, render: bool = 
     for name in config.models:
         progress.stage(f"{name}: loading")
         plans.append(_plan(name, config))
-    out = prepare_out(config.out)
-    report = BuildReport(out)
+    if config.images:
+        folder_references(config.images)  # a missing or empty folder is refused before --out is made
     executor = make_executor(config.executor, config.ray_address)
+    made = not Path(config.out).exists()
     try:
+        out = prepare_out(config.out)
+        report = BuildReport(out)
         if config.shard:  # shards share a store, not a lock: each writes only whole, content-addressed files
             with _disk_full_is_an_error(out):
                 for plan in plans:
@@ -94,10 +98,22 @@ def build(config: BuildConfig, progress: Progress | None = None, render: bool = 
                     write_manifest(out, manifest)  # after each model, so a later failure keeps this one
                 publish(out, manifest, store, report, site=config.site)
                 shutil.rmtree(out / "shards", ignore_errors=True)  # a whole build supersedes any shard records
+    except (ReportgenError, OSError):
+        if made:
+            _remove_if_unused(Path(config.out))
+        raise
     finally:
         executor.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _remove_if_unused(out: Path) -> None:
+    """Remove the ``out`` a failed build made when it holds nothing but reportgen's marks (and
+    empty folders): a user mistake found late leaves no empty report behind."""
+    marks = {MARKER, ".gitignore", ".reportgen.lock"}
+    if out.is_dir() and all(path.is_dir() or (path.parent == out and path.name in marks) for path in out.rglob("*")):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 @contextmanager
@@ -203,8 +219,9 @@ class Plan:
     load_seconds: float
 
 
-def _plan(name: str, config: BuildConfig) -> Plan:
-    """Load the model and resolve its layers and units (all user input checked before any render)."""
+def _plan(name: str, config: BuildConfig, layer_flag: str = "--layers") -> Plan:
+    """Load the model and resolve its layers and units (all user input checked before any render);
+    ``layer_flag`` names the option the layers came from in messages."""
     from .layers import catalogue, iter_units, module_layer, select_layers
     from .models import load_model, resolve_device
     from .optvis.render import check_canvas
@@ -214,7 +231,7 @@ def _plan(name: str, config: BuildConfig) -> Plan:
     loaded = load_model(name, config.weights, device, seed=config.seed)
     size = loaded.preprocess.input_size
     layers = select_layers(catalogue(loaded.module, size), config.layers,
-                           lookup=lambda path: module_layer(loaded.module, path, size))
+                           lookup=lambda path: module_layer(loaded.module, path, size), flag=layer_flag)
     units = {layer.module: list(iter_units(layer, config.units.first, config.units.ids)) for layer in layers}
     loaded = check_canvas(loaded, config.render)
     return Plan(loaded, layers, units, time.perf_counter() - started)
@@ -247,6 +264,9 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     neurons = {m: units[m][:config.neurons] for m in modules}
     variants = {m: units[m][:config.variants] for m in modules}
     classes = class_ids(getattr(loaded.module, "num_classes", 0) or 0, config.classes)
+    if 0 < len(classes) < config.classes:
+        report.warnings.append(f"--classes {config.classes}: {name} offers {len(classes)} class visualizations "
+                               f"(reportgen's list of ImageNet classes, or the model's own classes); made {len(classes)}")
 
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
@@ -616,6 +636,24 @@ def list_layers(name: str, weights: str = "none", receptive_fields: bool = True)
     return [(layer, fields.get(layer.module)) for layer in layers]
 
 
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse, before any work, a ``folder`` (or its nearest existing parent: missing folders are
+    made on write) that no file can be written into: by trying one.
+
+    Raises:
+        OutputDirError: naming ``what`` and the reason.
+    """
+    import tempfile
+
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputDirError(f"{what}: nothing can be written in {existing} ({exc.strerror or exc}); "
+                             "choose another path") from None
+
+
 def render_unit(config: BuildConfig, layer: str, unit: int, neuron: bool, out_file: Path) -> Path:
     """``reportgen render``: optimize one unit (channel or centre neuron) and save a PNG.
 
@@ -625,9 +663,15 @@ def render_unit(config: BuildConfig, layer: str, unit: int, neuron: bool, out_fi
     from .images import png_bytes
     from .optvis.render import render_channels
 
-    if Path(out_file).suffix.lower() != ".png":
+    out_file = Path(out_file)
+    if out_file.suffix.lower() != ".png":
         raise UsageError(f"--out {out_file}: the render is written as PNG; give a path ending in .png")
-    plan = _plan(config.models[0], dataclasses.replace(config, layers=layer))
+    if out_file.is_dir():
+        raise UsageError(f"--out {out_file} is a folder; give a file path ending in .png")
+    _check_writable(out_file.absolute().parent, f"--out {out_file}")
+    plan = _plan(config.models[0], dataclasses.replace(config, layers=layer), layer_flag="--layer")
+    if len(plan.layers) != 1:
+        raise UsageError(f"--layer {layer!r} selects {len(plan.layers)} layers; give one (see `reportgen layers`)")
     loaded, target = plan.loaded, plan.layers[0]
     if not 0 <= unit < target.channels:
         from .errors import UnknownUnitError

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ReportgenError, StoreError
+from .errors import ReportgenError, StoreError, UsageError
 
 
 class DeployError(ReportgenError):
@@ -38,7 +38,23 @@ def _config(out: Path, **overrides):
     config_file = Path(out) / "mkdocs.yml"
     if not config_file.is_file():
         raise StoreError(f"{config_file} is missing; run `reportgen build --out {out}` first")
-    return load_config(config_file=str(config_file), **overrides)
+    from mkdocs.exceptions import Abort, ConfigurationError
+
+    logger, messages = logging.getLogger("mkdocs"), []
+
+    class Collect(logging.Handler):  # mkdocs logs what is wrong, then raises a bare Abort
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Collect(logging.ERROR)
+    logger.addHandler(handler)
+    try:
+        return load_config(config_file=str(config_file), **overrides)
+    except (Abort, ConfigurationError) as exc:
+        raise StoreError(f"{config_file} does not describe a usable site ({'; '.join(messages[:2]) or exc}); "
+                         f"run `reportgen build --out {out}` again") from None
+    finally:
+        logger.removeHandler(handler)
 
 
 def build_site(out: Path, strict: bool = True) -> SiteInfo:
@@ -83,12 +99,40 @@ def build_site(out: Path, strict: bool = True) -> SiteInfo:
     return SiteInfo(site, pages, sum(p.stat().st_size for p in files), time.perf_counter() - started)
 
 
-def serve_site(out: Path, address: str = "127.0.0.1:8000") -> None:
-    """Serve the site locally with live reload (``mkdocs serve``) until interrupted."""
+def serve_site(out: Path, address: str = "127.0.0.1:8000", announce=print) -> None:
+    """Serve the site locally with live reload (``mkdocs serve``) until interrupted. ``announce``
+    is told where to browse once the server listens, and when it stops.
+
+    Raises:
+        UsageError: the address is malformed or cannot be listened on.
+    """
     from mkdocs.commands.serve import serve
 
     _config(out)  # fail early with a clear message when there is nothing to serve
-    serve(config_file=str(Path(out) / "mkdocs.yml"), dev_addr=address)
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r}: give host:port, such as 127.0.0.1:8000")
+
+    class Announce(logging.Handler):  # mkdocs says where it serves, and when it stops, in its log
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()  # the server's lines start with a [HH:MM:SS] stamp
+            if "Serving on " in text:
+                announce(f"serving {out} on {text.split('Serving on ', 1)[1]} (Ctrl-C stops)")
+            elif "Shutting down" in text:
+                announce("stopped")
+
+    logger, handler = logging.getLogger("mkdocs"), Announce()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        serve(config_file=str(Path(out) / "mkdocs.yml"), dev_addr=address)
+    except OSError as exc:
+        raise UsageError(f"--address {address}: cannot listen there ({exc.strerror or exc}); try another port, "
+                         "e.g. --address 127.0.0.1:8001") from None
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> None:
@@ -102,13 +146,20 @@ def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> 
     from mkdocs.commands.gh_deploy import gh_deploy
     from mkdocs.exceptions import Abort
 
-    _git_top_level()
+    import subprocess
+
+    top = _git_top_level()
+    known = subprocess.run(["git", "remote"], capture_output=True, text=True, cwd=top).stdout.split()
+    if remote not in known:
+        raise DeployError(f"--remote {remote}: this repository has no such remote (it has: "
+                          f"{', '.join(known) or 'none'}); add it with `git remote add {remote} URL`")
     config = _config(out, remote_name=remote, remote_branch=branch)
     build_site(out)
     try:
         gh_deploy(config, force=True, ignore_version=True, no_history=True)
-    except Abort as exc:
-        raise DeployError(f"publishing to {remote} {branch} failed: {exc}; check `git remote -v` and your access") from None
+    except (Abort, subprocess.CalledProcessError) as exc:
+        raise DeployError(f"publishing to {remote} {branch} failed ({exc}); check `git remote -v` and your "
+                          "access") from None
 
 
 def write_workflow(out: Path, branch: str = "main") -> Path:

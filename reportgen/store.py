@@ -22,11 +22,21 @@ import numpy as np
 from . import __version__
 from .images import decode, png_bytes
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -128,7 +128,7 @@ def test_messy_image_folder_skips_only_the_bad_files(tmp_path):
 @pytest.mark.parametrize("setup,needles", [
     (lambda d: None, ["no such folder"]),
     (lambda d: d.mkdir(), ["no image files"]),
-    (lambda d: (d.mkdir(), (d / "a.png").write_bytes(b"nope")), ["none of the reference images could be read"]),
+    (lambda d: (d.mkdir(), (d / "a.png").write_bytes(b"nope")), ["none of the 1 reference images could be used", "a.png"]),
 ])
 def test_unusable_image_folders(tmp_path, setup, needles):
     folder = tmp_path / "images"

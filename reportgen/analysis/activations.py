@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..layers import FeatureTap
 from ..models import LoadedModel
 from ..optvis.transforms import normalize
-from .references import ReferenceSet, iter_batches
+from .references import MIN_SIDE, ReferenceSet, iter_batches
 
 TOP_K = 5  # reference images kept per unit
 REDUNDANT_R = 0.95  # two units whose maps correlate at least this much over the references are twins
@@ -180,7 +180,9 @@ def analyze_references(
             if on_batch:
                 on_batch(len(used))
     if not used:
-        raise UsageError(f"none of the reference images could be read ({len(refs.skipped)} skipped)")
+        reasons = "; ".join(refs.skipped[:3]) + ("; ..." if len(refs.skipped) > 3 else "")
+        raise UsageError(f"none of the {len(refs.skipped)} reference images could be used ({reasons}); "
+                         f"give --images a folder of photographs of at least {MIN_SIDE} px, or leave it out")
     return ReferenceAnalysis({layer: r.finish() for layer, r in running.items()}, used, predictions)
 
 

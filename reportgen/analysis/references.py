@@ -72,6 +72,8 @@ def folder_references(folder: Path) -> ReferenceSet:
         UsageError: the folder is missing or holds no image file.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--images {folder} is a file; give a folder of images (searched recursively)")
     if not folder.is_dir():
         raise UsageError(f"--images {folder}: no such folder")
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

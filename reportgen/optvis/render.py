@@ -464,7 +464,7 @@ def check_canvas(model: LoadedModel, settings: RenderSettings) -> LoadedModel:
             64 px), or the model does not run even at its own input size.
     """
     from ..errors import UsageError
-    from ..models import forward_error, with_fixed_input
+    from ..models import forward_error, out_of_memory, with_fixed_input
 
     # renders are optimized on the padded canvas and measured (channels, trust, classes) on the bare one
     sides = (settings.size + 2 * settings.pad, settings.size)
@@ -474,6 +474,9 @@ def check_canvas(model: LoadedModel, settings: RenderSettings) -> LoadedModel:
     if not failed:
         return model
     side, error = failed[0]
+    if out_of_memory(error):
+        raise UsageError(f"--size {settings.size}: one {side} px image already needs more memory than "
+                         f"{model.device} has ({error[:80]}); try a smaller --size, such as 224")
     _, height, width = model.preprocess.input_size
     if (own := forward_error(model, height, width)) is not None:
         raise UsageError(f"{model.name} does not run on a batch of its own input size {height}x{width} px "
