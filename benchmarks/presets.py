@@ -82,7 +82,7 @@ def diversity_table(loaded, ref_max, units, weights, size, steps):
         print(f"| {weight:g} | {statistics.mean(similarity):.2f} | {statistics.median(plain):.2f} |")
 
 
-PENALTY_ROWS = "none;objective=l2norm;tv=1;tv=4;tv=16;l1=1;l1=4;l2=1;l2=4;blur=16;blur=64"
+PENALTY_ROWS = "none;objective=l2norm;tv=64;tv=256;l1=16;l2=16;l2=64;blur=256;blur=1024"
 
 
 def penalties_table(loaded, ref_max, units, rows, size, steps):

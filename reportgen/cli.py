@@ -110,7 +110,7 @@ def _render_flags(func):
                           "default; or the square root of its sum of squares)."),
         click.option("--penalty", default=None,
                      help=f"Image penalties subtracted from every render's objective: name=weight pairs such as "
-                          f"tv=0.25,l2=0.01 ({', '.join(PENALTIES)}). Default: none."),
+                          f"tv=256,l2=16 ({', '.join(PENALTIES)}). Default: none."),
     ]):
         func = option(func)
     return func

@@ -48,8 +48,9 @@ class RenderSettings:
             (benchmarks/quality.py measures both). Off for centre neurons (their box is the field
             at the canvas's scale), DeepDreams and inversions (a photo at the canvas's scale).
         objective: what a unit's channel render maximizes: ``mean`` (the channel's mean over
-            space) or ``l2norm`` (its L2 norm over space, sqrt(sum f^2): a few strong positions
-            outweigh a weak response everywhere). Activation ratios always compare means.
+            space) or ``l2norm`` (the L2 norm over space of its positive part, sqrt(sum max(f, 0)^2),
+            ``objectives.ChannelL2``: a few strong positions outweigh a weak response everywhere).
+            Activation ratios always compare means.
         penalties: image regularizers subtracted from every render's objective, as
             ``((name, weight), ...)`` sorted by name; names in ``PENALTIES``.
     """
@@ -87,12 +88,12 @@ PENALTIES = {"tv": "total variation", "l1": "L1 distance from grey", "l2": "RMS 
 
 
 def parse_penalties(spec: Any) -> tuple[tuple[str, float], ...]:
-    """``--penalty tv=0.25,l2=0.01`` (or a TOML table ``{tv = 0.25}``) as ``(("l2", 0.01), ("tv", 0.25))``.
+    """``--penalty tv=256,l2=16`` (or a TOML table ``{tv = 256}``) as ``(("l2", 16.0), ("tv", 256.0))``.
 
     Raises:
         UsageError: an unknown name, a weight that is not a non-negative number, or a malformed item.
     """
-    hint = f"give name=weight pairs such as tv=0.25,l2=0.01 (names: {', '.join(PENALTIES)}), or none"
+    hint = f"give name=weight pairs such as tv=256,l2=16 (names: {', '.join(PENALTIES)}), or none"
     if isinstance(spec, dict):
         items = list(spec.items())
     elif isinstance(spec, str):

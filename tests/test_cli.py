@@ -63,7 +63,7 @@ def test_layers_table():
     (["build", "--model", "test_resnet", "--neurons", "some"], ["--neurons", "'all'"]),
     (["build", "--model", "inception_v3", "--weights", "none", "--layers", "-1", "--size", "16"], ["too small", "--size 299"]),
     (["layers", "--model", "no_such_model"], ["unknown model"]),
-    (["build", "--model", "test_resnet", "--penalty", "tvv=1"], ["unknown penalty 'tvv'", "tv=0.25"]),
+    (["build", "--model", "test_resnet", "--penalty", "tvv=1"], ["unknown penalty 'tvv'", "tv=256"]),
     (["build", "--model", "test_resnet", "--penalty", "tv=-1"], ["tv=", "at least 0"]),
     (["build", "--model", "test_resnet", "--penalty", "tv"], ["malformed", "name=weight"]),
     (["build", "--model", "test_resnet", "--objective", "max"], ["--objective", "mean"]),

@@ -117,9 +117,15 @@ def test_negative_lowers_the_channel_mean(tiny):
 def test_channel_l2_and_layer_l2_are_norms():
     feats = torch.randn(3, 5, 4, 6, generator=torch.Generator().manual_seed(0))
     acts = {"x": feats}
-    brute = torch.stack([torch.linalg.vector_norm(feats[i, c]) for i, c in enumerate((4, 0, 2))])
-    assert torch.allclose(ChannelL2("x", (4, 0, 2)).score(acts), brute)
-    assert torch.allclose(LayerL2("x").score(acts), torch.stack([torch.linalg.vector_norm(f) for f in feats]))
+    brute = torch.stack([torch.linalg.vector_norm(feats[i, c].clamp(min=0)) for i, c in enumerate((4, 0, 2))])
+    assert torch.allclose(ChannelL2("x", (4, 0, 2)).score(acts), brute)  # the part the unit passes on
+    # a strongly negative map scores lower than a weakly positive one, and still gets a way up
+    maps = torch.stack([torch.full((1, 3, 3), -5.0), torch.full((1, 3, 3), 0.5)]).requires_grad_()
+    score = ChannelL2("x", (0,)).score({"x": maps})
+    assert score[0] < score[1]
+    (-score.sum()).backward()  # a render descends on minus the objective
+    assert (maps.grad[0] < 0).all()  # descent raises the negative map
+    assert torch.allclose(LayerL2("x").score(acts), torch.stack([torch.linalg.vector_norm(f.clamp(min=0)) for f in feats]))
     zeros = torch.zeros(1, 2, 3, 3, requires_grad=True)
     ChannelL2("x", (1,)).score({"x": zeros}).sum().backward()
     assert torch.isfinite(zeros.grad).all()

@@ -114,8 +114,15 @@ class Neuron(Objective):
 
 @dataclass(frozen=True)
 class ChannelL2(Objective):
-    """L2 norm over space of one channel, sqrt(sum_hw f^2): like ``Channel``, but strong negative
-    responses count too and a few strong positions outweigh a weak everywhere."""
+    """L2 norm over space of what one channel passes on, sqrt(sum_hw max(f, 0)^2): like
+    ``Channel``, but a few strong positions outweigh a weak response everywhere.
+
+    Units are read before their activation function, where a plain sqrt(sum f^2) is as high for a
+    strongly negative map as for a positive one: optimizing it drove 12 units of
+    tf_efficientnet_lite0 to a median activation ratio of -4.21 (benchmarks/presets.py), pictures
+    of what silences them. The positive part is the map after a ReLU (the same for a layer whose
+    outputs are never negative); a map with no positive value scores its mean (negative), whose
+    gradient raises it."""
 
     layer: str
     channels: tuple[int, ...]
@@ -124,37 +131,43 @@ class ChannelL2(Objective):
         feats = acts[self.layer]
         index = torch.as_tensor(self.channels, device=feats.device)
         maps = feats[torch.arange(feats.shape[0], device=feats.device), index].float()  # float: f^2 overflows fp16
-        return torch.sqrt(maps.pow(2).sum(dim=(1, 2)) + EPS)
+        norm = torch.sqrt(maps.clamp(min=0).pow(2).sum(dim=(1, 2)) + EPS)
+        # a map with no positive value has no gradient there: it climbs its mean until one appears
+        # (any map with a positive value scores above every map without one)
+        return torch.where((maps > 0).flatten(1).any(dim=1), norm, maps.mean(dim=(1, 2)))
 
     @property
     def layers(self):
         return (self.layer,)
 
     def describe(self):
-        return f"L2 norm of channel {','.join(map(str, self.channels))} at {self.layer}"
+        return f"L2 norm of channel {','.join(map(str, self.channels))} at {self.layer} (positive part)"
 
     def to_dict(self):
-        return {"kind": "channel_l2", "layer": self.layer, "channels": list(self.channels)}
+        return {"kind": "channel_l2_positive", "layer": self.layer, "channels": list(self.channels)}
 
 
 @dataclass(frozen=True)
 class LayerL2(Objective):
-    """L2 norm of the whole layer, sqrt(sum_chw f^2): whatever the layer sees, amplified (DeepDream)."""
+    """L2 norm of what the whole layer passes on, sqrt(sum_chw max(f, 0)^2): whatever the layer
+    sees, amplified (DeepDream, whose original objective is the norm of a layer after its ReLUs).
+    Units are read before their activation: the positive part keeps a dream from amplifying how
+    strongly a unit is silenced, as ``ChannelL2``."""
 
     layer: str
 
     def score(self, acts):
-        return torch.sqrt(acts[self.layer].float().pow(2).flatten(1).sum(dim=1) + EPS)
+        return torch.sqrt(acts[self.layer].float().clamp(min=0).pow(2).flatten(1).sum(dim=1) + EPS)
 
     @property
     def layers(self):
         return (self.layer,)
 
     def describe(self):
-        return f"L2 norm of all of {self.layer}"
+        return f"L2 norm of all of {self.layer} (positive part)"
 
     def to_dict(self):
-        return {"kind": "layer_l2", "layer": self.layer}
+        return {"kind": "layer_l2_positive", "layer": self.layer}
 
 
 @dataclass(frozen=True)
@@ -389,7 +402,7 @@ class Sum(Objective):
 
 # Every kind ``objective_from_dict`` can rebuild; list-valued fields become tuples.
 _KINDS: dict[str, type[Objective]] = {
-    "channel": Channel, "neuron": Neuron, "channel_l2": ChannelL2, "layer_l2": LayerL2,
+    "channel": Channel, "neuron": Neuron, "channel_l2_positive": ChannelL2, "layer_l2_positive": LayerL2,
     "class_logit": ClassLogit, "diversity": Diversity, "l1": L1, "l2": L2,
     "total_variation": TotalVariation, "blur": Blur,
 }
