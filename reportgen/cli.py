@@ -7,6 +7,7 @@ torch and timm are imported only inside commands, so ``reportgen --help`` answer
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -30,6 +31,7 @@ PAGES_WARN_BYTES = 900e6  # GitHub Pages refuses sites over 1 GB
 
 
 INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click < 8.2 has none
 
 
 def _handle_errors(func):
@@ -47,10 +49,16 @@ def _handle_errors(func):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             kept = click.get_current_context().meta.get("reportgen.kept")
-            click.echo(f"\ninterrupted: {kept() if kept else 'nothing was kept'}", err=True)
+            click.echo(f"\ninterrupted{': ' + kept() if kept else ''}", err=True)
             sys.exit(130)
         except OSError as exc:
-            if _debug() or not exc.filename:
+            if _debug():
+                raise
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                where = f" (writing {exc.filename})" if exc.filename else ""
+                click.echo(f"error: the disk is full{where}; free some space and run the same command again", err=True)
+                sys.exit(2)
+            if not exc.filename:
                 raise
             click.echo(f"error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions", err=True)
             sys.exit(2)
@@ -59,7 +67,8 @@ def _handle_errors(func):
 
 
 def _on_interrupt(kept) -> None:
-    """What an interrupted command tells the user it kept: ``kept()`` returns the sentence."""
+    """What an interrupted command tells the user it kept: ``kept()`` returns the sentence (else
+    the command says only that it was interrupted)."""
     click.get_current_context().meta["reportgen.kept"] = kept
 
 
@@ -73,7 +82,9 @@ class _Main(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except click.exceptions.NoArgsIsHelpError:
+        except _NO_ARGS_IS_HELP:  # click 8.2+: a group called bare shows its help this way
+            raise
+        except BrokenPipeError:  # `reportgen layers | head`: click's own main exits quietly
             raise
         except click.UsageError as exc:  # a flag click itself refused: one line too, like every other mistake
             sub = exc.ctx.info_name if exc.ctx is not None and exc.ctx.parent is not None else None
@@ -87,7 +98,7 @@ class _Main(click.Group):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"internal error: {type(exc).__name__}{': ' + message if message else ''} (please report "
-                       "it with the command you ran; --debug shows the traceback)", err=True)
+                       "it with the command you ran; `reportgen --debug COMMAND ...` shows the traceback)", err=True)
             sys.exit(INTERNAL_ERROR)
 
 
@@ -276,6 +287,7 @@ def render(model, layer, unit, neuron, weights, preset, size, steps, device, see
     config = resolve_build_config({"model": [model], "weights": weights, "preset": preset, "size": size,
                                    "steps": steps, "device": device, "seed": seed, "param": param,
                                    "objective": objective, "penalty": penalty, "units": "1"})
+    _on_interrupt(lambda: f"{out_file} was not written")
     path = render_unit(config, layer, unit, neuron, out_file)
     click.echo(f"wrote {path}")
 
@@ -288,6 +300,8 @@ def site(out):
     `--shard` build, assemble its pages once every shard has finished."""
     from .pipeline import rebuild_site
 
+    _on_interrupt(lambda: f"the site in {out}/site is the one before this command (it is swapped in whole); "
+                          "run the same command again")
     report = rebuild_site(out)
     click.echo(f"wrote {report.pages} pages{_site_summary(report)}")
 

@@ -98,8 +98,9 @@ def build(config: BuildConfig, progress: Progress | None = None, render: bool = 
                     write_manifest(out, manifest)  # after each model, so a later failure keeps this one
                 publish(out, manifest, store, report, site=config.site)
                 shutil.rmtree(out / "shards", ignore_errors=True)  # a whole build supersedes any shard records
-    except (ReportgenError, OSError):
-        if made:
+    except (ReportgenError, OSError) as exc:
+        # not for a busy or unusable --out (another build may own it), nor for shards, which share it
+        if made and not config.shard and not isinstance(exc, OutputDirError):
             _remove_if_unused(Path(config.out))
         raise
     finally:
@@ -110,10 +111,17 @@ def build(config: BuildConfig, progress: Progress | None = None, render: bool = 
 
 def _remove_if_unused(out: Path) -> None:
     """Remove the ``out`` a failed build made when it holds nothing but reportgen's marks (and
-    empty folders): a user mistake found late leaves no empty report behind."""
+    empty folders): a user mistake found late leaves no empty report behind. Under its lock, so a
+    build that has taken the folder since keeps it."""
     marks = {MARKER, ".gitignore", ".reportgen.lock"}
-    if out.is_dir() and all(path.is_dir() or (path.parent == out and path.name in marks) for path in out.rglob("*")):
-        shutil.rmtree(out, ignore_errors=True)
+    if not out.is_dir():
+        return
+    try:
+        with exclusive(out):
+            if all(path.is_dir() or (path.parent == out and path.name in marks) for path in out.rglob("*")):
+                shutil.rmtree(out, ignore_errors=True)
+    except OutputDirError:  # another build holds it now
+        pass
 
 
 @contextmanager
@@ -265,8 +273,9 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     variants = {m: units[m][:config.variants] for m in modules}
     classes = class_ids(getattr(loaded.module, "num_classes", 0) or 0, config.classes)
     if 0 < len(classes) < config.classes:
-        report.warnings.append(f"--classes {config.classes}: {name} offers {len(classes)} class visualizations "
-                               f"(reportgen's list of ImageNet classes, or the model's own classes); made {len(classes)}")
+        offer = (f"reportgen's list of ImageNet classes has {len(classes)}" if len(classes) == len(CLASS_IDS)
+                 else f"{name} has {len(classes)} classes")
+        report.warnings.append(f"--classes {config.classes}: {offer}; made {len(classes)} class visualizations")
 
     t0 = time.perf_counter()
     refs = folder_references(config.images) if config.images else skimage_references()
@@ -351,7 +360,7 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
 
     from .analysis import stage
     from .optvis.objectives import LOGITS
-    from .optvis.render import class_settings
+    from .optvis.render import class_settings, reach_scales
     from .renders import PHASES
 
     waiting = {kind for label, kinds in PHASES if label in pending for kind in kinds}
@@ -404,6 +413,7 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
         "median_perturbed_ratio": _median(u["perturbed_ratio"] for e in layer_entries for u in e["units"]),
         "classes": class_entries,
         "class_render": class_settings(config.render).to_dict(),
+        "unit_scales": [round(s, 3) for s in reach_scales(loaded, config.render)],  # what channel renders drew
         "references": {
             "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
             "used": len(arrays["used"]),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 from .errors import ReportgenError, StoreError, UsageError
 
@@ -31,6 +33,35 @@ class SiteInfo:
     seconds: float
 
 
+@contextmanager
+def _mkdocs_log(on_info: Callable[[str], None] | None = None,
+                on_problem: Callable[[str], None] | None = None) -> Iterator[list[str]]:
+    """Listen to mkdocs' logger for the block; yields the warnings and errors it logged (mkdocs
+    logs what is wrong, then raises a bare ``Abort``). ``on_info`` gets its INFO lines and
+    ``on_problem`` its warnings and errors (``"warning: ..."``) as they come."""
+    logger, messages = logging.getLogger("mkdocs"), []
+
+    class Listen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                messages.append(text)
+                if on_problem:
+                    on_problem(f"{record.levelname.lower()}: {text}")
+            elif on_info:
+                on_info(text)
+
+    handler, level = Listen(logging.INFO if on_info else logging.WARNING), logger.level
+    logger.addHandler(handler)
+    if on_info:
+        logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _config(out: Path, **overrides):
     os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")  # silence Material's MkDocs 2.0 banner
     from mkdocs.config import load_config
@@ -40,21 +71,12 @@ def _config(out: Path, **overrides):
         raise StoreError(f"{config_file} is missing; run `reportgen build --out {out}` first")
     from mkdocs.exceptions import Abort, ConfigurationError
 
-    logger, messages = logging.getLogger("mkdocs"), []
-
-    class Collect(logging.Handler):  # mkdocs logs what is wrong, then raises a bare Abort
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    handler = Collect(logging.ERROR)
-    logger.addHandler(handler)
-    try:
-        return load_config(config_file=str(config_file), **overrides)
-    except (Abort, ConfigurationError) as exc:
-        raise StoreError(f"{config_file} does not describe a usable site ({'; '.join(messages[:2]) or exc}); "
-                         f"run `reportgen build --out {out}` again") from None
-    finally:
-        logger.removeHandler(handler)
+    with _mkdocs_log() as messages:
+        try:
+            return load_config(config_file=str(config_file), **overrides)
+        except (Abort, ConfigurationError) as exc:
+            raise StoreError(f"{config_file} does not describe a usable site ({'; '.join(messages[:2]) or exc}); "
+                             f"run `reportgen build --out {out}` again") from None
 
 
 def build_site(out: Path, strict: bool = True) -> SiteInfo:
@@ -72,23 +94,11 @@ def build_site(out: Path, strict: bool = True) -> SiteInfo:
     started = time.perf_counter()
     site, staging, old = (Path(out) / name for name in ("site", "site.new", "site.old"))
     config = _config(out, strict=strict, site_dir=str(staging.resolve()))
-    logger = logging.getLogger("mkdocs")
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.WARNING:
-                messages.append(record.getMessage())
-
-    handler = Collect()
-    logger.addHandler(handler)
-    try:
-        build(config)
-    except (Abort, ConfigurationError) as exc:
-        detail = "; ".join(messages[:3]) or str(exc)
-        raise SiteBuildError(f"mkdocs build failed: {detail}") from None
-    finally:
-        logger.removeHandler(handler)
+    with _mkdocs_log() as messages:
+        try:
+            build(config)
+        except (Abort, ConfigurationError) as exc:
+            raise SiteBuildError(f"mkdocs build failed: {'; '.join(messages[:3]) or exc}") from None
     shutil.rmtree(old, ignore_errors=True)
     if site.exists():
         site.rename(old)
@@ -106,33 +116,41 @@ def serve_site(out: Path, address: str = "127.0.0.1:8000", announce=print) -> No
     Raises:
         UsageError: the address is malformed or cannot be listened on.
     """
+    import errno
+    import socket
+
     from mkdocs.commands.serve import serve
+    from mkdocs.exceptions import Abort, ConfigurationError
 
     _config(out)  # fail early with a clear message when there is nothing to serve
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--address {address!r}: give host:port, such as 127.0.0.1:8000")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address {address!r}: give host:port with a port from 1 to 65535, such as 127.0.0.1:8000")
 
-    class Announce(logging.Handler):  # mkdocs says where it serves, and when it stops, in its log
-        def emit(self, record: logging.LogRecord) -> None:
-            text = record.getMessage()  # the server's lines start with a [HH:MM:SS] stamp
-            if "Serving on " in text:
-                announce(f"serving {out} on {text.split('Serving on ', 1)[1]} (Ctrl-C stops)")
-            elif "Shutting down" in text:
-                announce("stopped")
+    serving = []
 
-    logger, handler = logging.getLogger("mkdocs"), Announce()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        serve(config_file=str(Path(out) / "mkdocs.yml"), dev_addr=address)
-    except OSError as exc:
-        raise UsageError(f"--address {address}: cannot listen there ({exc.strerror or exc}); try another port, "
-                         "e.g. --address 127.0.0.1:8001") from None
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    def info(text: str) -> None:  # mkdocs says where it serves, and when it stops, in its log
+        if "Serving on " in text:  # its server's lines start with a [HH:MM:SS] stamp
+            serving.append(True)
+            announce(f"serving {out} on {text.split('Serving on ', 1)[1]} (Ctrl-C stops)")
+        elif "Shutting down" in text:
+            announce("stopped")
+
+    def problem(text: str) -> None:  # once serving, a rebuild's warnings and errors are the user's to see
+        if serving:
+            announce(text)
+
+    with _mkdocs_log(on_info=info, on_problem=problem) as messages:
+        try:
+            serve(config_file=str(Path(out) / "mkdocs.yml"), dev_addr=address)
+        except (Abort, ConfigurationError) as exc:  # mkdocs refused the address (its config checks it)
+            raise UsageError(f"--address {address}: {'; '.join(messages[-1:]) or exc}") from None
+        except OSError as exc:
+            if not isinstance(exc, socket.gaierror) and exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,
+                                                                           errno.EACCES):
+                raise
+            raise UsageError(f"--address {address}: cannot listen there ({exc.strerror or exc}); try another "
+                             "port, e.g. --address 127.0.0.1:8001") from None
 
 
 def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> None:
@@ -153,13 +171,21 @@ def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> 
     if remote not in known:
         raise DeployError(f"--remote {remote}: this repository has no such remote (it has: "
                           f"{', '.join(known) or 'none'}); add it with `git remote add {remote} URL`")
+    reach = subprocess.run(["git", "ls-remote", "--heads", remote], capture_output=True, text=True, cwd=top,
+                           env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    if reach.returncode != 0:  # before the build and the push, whose git output would go to the terminal
+        said = " ".join(line.removeprefix("fatal: ") for line in reach.stderr.strip().splitlines()[:1])
+        raise DeployError(f"--remote {remote} cannot be reached ({said or f'git exit {reach.returncode}'}); "
+                          "check `git remote -v` and your access")
     config = _config(out, remote_name=remote, remote_branch=branch)
     build_site(out)
-    try:
-        gh_deploy(config, force=True, ignore_version=True, no_history=True)
-    except (Abort, subprocess.CalledProcessError) as exc:
-        raise DeployError(f"publishing to {remote} {branch} failed ({exc}); check `git remote -v` and your "
-                          "access") from None
+    with _mkdocs_log() as messages:
+        try:
+            gh_deploy(config, force=True, ignore_version=True, no_history=True)
+        except (Abort, subprocess.CalledProcessError) as exc:
+            reason = " ".join(" ".join(messages[-1:]).split()) or str(exc)  # git's own words, on one line
+            raise DeployError(f"publishing to {remote} {branch} failed ({reason[:300]}); check `git remote -v` "
+                              "and your access") from None
 
 
 def write_workflow(out: Path, branch: str = "main") -> Path:

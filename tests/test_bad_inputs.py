@@ -22,6 +22,11 @@ def git_repo(d: Path) -> None:
     subprocess.run(["git", "init", "-q", str(d)], check=True)
 
 
+def git_repo_with_a_dead_remote(d: Path) -> None:
+    git_repo(d)
+    subprocess.run(["git", "-C", str(d), "remote", "add", "origin", str(d / "no-such-repo.git")], check=True)
+
+
 def folder_with_a_1px_image(d: Path) -> None:
     from PIL import Image
 
@@ -33,6 +38,8 @@ CASES = {
     # (setup of the case's folder, arguments, what the one line must say)
     "deploy to a remote that does not exist": (git_repo, ["deploy", "--remote", "nosuch"],
                                                ["--remote nosuch", "no such remote", "git remote add"]),
+    "deploy to a remote that cannot be reached": (git_repo_with_a_dead_remote, ["deploy"],
+                                                  ["--remote origin cannot be reached", "no-such-repo.git"]),
     "render into an unwritable folder": (None, [*RENDER, "--out", "/proc/reportgen/r.png"],
                                          ["nothing can be written in /proc"]),
     "render onto a folder": (lambda d: (d / "d.png").mkdir(), [*RENDER, "--out", "d.png"], ["is a folder"]),
@@ -56,7 +63,8 @@ CASES = {
     "a folder as --weights": (lambda d: (d / "w.pth").mkdir(),
                               ["build", "--model", "test_resnet", "--weights", "w.pth", "--out", "out"],
                               ["--weights w.pth is a folder"]),
-    "a file as --store": (lambda d: (d / "store").write_text("x"), [*BUILD, "--store", "store"], ["store"]),
+    "a file as --store": (lambda d: (d / "store").write_text("x"), [*BUILD, "--store", "store"],
+                          ["Not a directory", "check the path"]),
     "a text file as --weights": (lambda d: (d / "w.pth").write_text("hello, weights\n"),
                                  ["build", "--model", "test_resnet", "--weights", "w.pth", "--out", "out"],
                                  ["not a PyTorch checkpoint"]),
@@ -79,6 +87,9 @@ CASES = {
     "serve at a malformed address": (lambda d: ((d / "rep" / "docs").mkdir(parents=True), (d / "rep" / "mkdocs.yml")
                                                 .write_text("site_name: t\n")),
                                      ["serve", "--out", "rep", "--address", "8000"], ["--address '8000'", "host:port"]),
+    "serve at a port out of range": (lambda d: ((d / "rep" / "docs").mkdir(parents=True), (d / "rep" / "mkdocs.yml")
+                                                .write_text("site_name: t\n")),
+                                     ["serve", "--out", "rep", "--address", "127.0.0.1:99999"], ["1 to 65535"]),
 }
 
 
@@ -128,23 +139,26 @@ def test_an_internal_error_is_one_line_exit_70_and_debug_shows_the_traceback(mon
         run("--debug", "layers", *MODEL)
 
 
-def test_written_files_follow_the_umask(tmp_path):
-    from reportgen.store import UMASK, atomic_write
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    from reportgen.store import atomic_write
 
-    atomic_write(tmp_path / "a.json", b"{}")
-    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~UMASK
-    if UMASK == 0o022:  # the usual umask: readable by group and others, as a web server needs
-        assert oct((tmp_path / "a.json").stat().st_mode & 0o777) == "0o644"
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
 
 
 def test_more_classes_than_there_are_is_said(tmp_path):
     code, output = run(*BUILD[:-2], "--classes", "5000", "--no-site", "--out", str(tmp_path / "o"))
     assert code == 0, output
-    assert "warning: --classes 5000: test_resnet offers 48 class visualizations" in output
+    assert "warning: --classes 5000: reportgen's list of ImageNet classes has 48; made 48" in output
 
 
 def test_an_interrupted_build_names_the_folders_it_really_used(tmp_path, monkeypatch):
-    """--out and --store from a config file, not report/.cache."""
+    """--out and --store from a config file, not report/.cache; a render keeps nothing, and says so."""
     import reportgen.pipeline
 
     (tmp_path / "c.toml").write_text(f'out = "{tmp_path / "elsewhere"}"\nstore = "{tmp_path / "shared"}"\n')
@@ -158,7 +172,7 @@ def test_an_interrupted_build_names_the_folders_it_really_used(tmp_path, monkeyp
     assert f"finished renders are kept in {tmp_path / 'shared'}" in output and "report/.cache" not in output
     monkeypatch.setattr(reportgen.pipeline, "render_unit", interrupted)
     code, output = run(*RENDER, "--out", str(tmp_path / "r.png"))
-    assert code == 130 and "nothing was kept" in output and ".cache" not in output
+    assert code == 130 and f"{tmp_path / 'r.png'} was not written" in output and ".cache" not in output
 
 
 def test_a_missing_ray_leaves_no_out(tmp_path, monkeypatch):
@@ -214,3 +228,30 @@ def test_a_canvas_out_of_memory_is_not_called_too_small(tmp_path, monkeypatch):
     assert code == 2
     assert_one_line_error(output, "--size 4000", "more memory than cpu has", "smaller --size")
     assert "too small" not in output and not (tmp_path / "out").exists()
+
+
+def test_what_counts_as_out_of_memory():
+    from types import SimpleNamespace
+
+    from reportgen.models import forward_error, out_of_memory
+
+    def exhausted(_x):
+        raise MemoryError()
+
+    error = forward_error(SimpleNamespace(module=exhausted, device="cpu"), 8, 8)
+    assert error is not None and out_of_memory(error)
+    assert out_of_memory("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.15 GiB total capacity)")
+    assert out_of_memory("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: "
+                         "you tried to allocate 120068669952 bytes.")
+    assert not out_of_memory("Input height (152) doesn't match model (224).")
+    assert not out_of_memory("Given input size: (512x4x4). Calculated output size: (512x0x0). Output size is too small")
+
+
+def test_a_late_mistake_leaves_a_folder_the_user_made(tmp_path, monkeypatch):
+    """A build that fails after making --out removes it (the table above); one the user made stays."""
+    monkeypatch.chdir(tmp_path)
+    folder_with_a_1px_image(tmp_path)
+    (tmp_path / "out").mkdir()
+    code, output = run(*BUILD, "--images", "imgs")
+    assert code == 2 and "too small" in output
+    assert (tmp_path / "out").is_dir()

@@ -152,7 +152,8 @@ class LayerL2(Objective):
     """L2 norm of what the whole layer passes on, sqrt(sum_chw max(f, 0)^2): whatever the layer
     sees, amplified (DeepDream, whose original objective is the norm of a layer after its ReLUs).
     Units are read before their activation: the positive part keeps a dream from amplifying how
-    strongly a unit is silenced, as ``ChannelL2``."""
+    strongly a unit is silenced, as in ``ChannelL2``. (A photo leaves some unit of a layer positive,
+    so a dream needs no fallback for a map with none.)"""
 
     layer: str
 

@@ -476,7 +476,7 @@ def check_canvas(model: LoadedModel, settings: RenderSettings) -> LoadedModel:
     side, error = failed[0]
     if out_of_memory(error):
         raise UsageError(f"--size {settings.size}: one {side} px image already needs more memory than "
-                         f"{model.device} has ({error[:80]}); try a smaller --size, such as 224")
+                         f"{model.device} has ({error[:80]}); try a smaller --size")
     _, height, width = model.preprocess.input_size
     if (own := forward_error(model, height, width)) is not None:
         raise UsageError(f"{model.name} does not run on a batch of its own input size {height}x{width} px "
