@@ -171,9 +171,10 @@ def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> 
     if remote not in known:
         raise DeployError(f"--remote {remote}: this repository has no such remote (it has: "
                           f"{', '.join(known) or 'none'}); add it with `git remote add {remote} URL`")
-    reach = subprocess.run(["git", "ls-remote", "--heads", remote], capture_output=True, text=True, cwd=top,
-                           env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-    if reach.returncode != 0:  # before the build and the push, whose git output would go to the terminal
+    # before the build and the push, whose git output would go to the terminal (a credential
+    # prompt, on the terminal itself, still works)
+    reach = subprocess.run(["git", "ls-remote", "--heads", remote], capture_output=True, text=True, cwd=top)
+    if reach.returncode != 0:
         said = " ".join(line.removeprefix("fatal: ") for line in reach.stderr.strip().splitlines()[:1])
         raise DeployError(f"--remote {remote} cannot be reached ({said or f'git exit {reach.returncode}'}); "
                           "check `git remote -v` and your access")
