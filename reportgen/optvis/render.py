@@ -400,10 +400,7 @@ def _scored(model: LoadedModel, objective: Objective, batch: torch.Tensor, draws
     """``objective`` on ``batch``, which stacks ``draws`` transformed copies of the B images: one
     forward pass, each copy scored on its own (an objective such as ``Diversity`` compares the items
     of one batch), so the scores are those of ``draws`` separate passes, in order."""
-    mean, std = model.preprocess.mean, model.preprocess.std
-    if draws == 1:
-        return evaluate(model.module, objective, batch, mean, std)
-    acts = activations(model.module, objective.layers, batch, mean, std)
+    acts = activations(model.module, objective.layers, batch, model.preprocess.mean, model.preprocess.std)
     size = batch.shape[0] // draws
     return torch.cat([objective.score({name: value[i * size:(i + 1) * size] for name, value in acts.items()})
                       for i in range(draws)])
