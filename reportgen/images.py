@@ -75,13 +75,16 @@ def heat_colors(values: np.ndarray) -> np.ndarray:
     return (_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac).round().astype(np.uint8)
 
 
-def spotlight(rgb: np.ndarray, heat: np.ndarray, floor: float = 0.15) -> np.ndarray:
-    """The photo lit where a unit fires: each pixel scaled by ``floor + (1 - floor) * heat``, where
-    ``heat`` (values in [0, 1], any resolution) is upsampled bilinearly to the photo's size."""
+def heat_overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Where a unit fires on a photo: the photo in grey, under the perceptual colour map of
+    ``heat_colors`` with an opacity equal to the heat. ``heat`` (values in [0, 1], any resolution)
+    is upsampled bilinearly to the photo's size; 0 leaves the grey photo, 1 is the map's top colour."""
     h, w = rgb.shape[:2]
     resized = np.asarray(Image.fromarray(np.nan_to_num(heat).astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
-    light = floor + (1 - floor) * np.clip(resized, 0.0, 1.0)
-    return (rgb.astype(np.float64) * light[..., None]).round().clip(0, 255).astype(np.uint8)
+    alpha = np.clip(resized, 0.0, 1.0)[..., None]
+    grey = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # luma: colour is left to the map
+    base = np.repeat(grey[..., None], 3, axis=-1) * 0.8 + 25  # a little flattened, so the map stands out
+    return (base * (1 - alpha) + heat_colors(alpha[..., 0]) * alpha).round().clip(0, 255).astype(np.uint8)
 
 
 def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int], color=(0, 255, 255), width: int = 1) -> np.ndarray:
@@ -107,3 +110,18 @@ def zoom(rgb: np.ndarray, box: tuple[int, int, int, int], side: int = 256) -> np
     scale = side / max(crop.size)
     method = Image.NEAREST if max(crop.size) * 4 <= side else Image.LANCZOS
     return np.asarray(crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), method))
+
+
+def boxes_on_window(rgb: np.ndarray, window: tuple[int, int, int, int], boxes: list[tuple[tuple[int, int, int, int], tuple]],
+                    side: int = 256) -> np.ndarray:
+    """The inclusive ``window`` of ``rgb`` enlarged to ``side`` px (as ``zoom``), with each
+    ``(box, colour)`` of ``boxes`` (in ``rgb``'s pixels) outlined on the enlargement in 2 px lines,
+    so a field a few pixels wide stays visible."""
+    top, left, bottom, right = window
+    out = zoom(rgb, window, side)
+    scale = out.shape[0] / (bottom - top + 1)
+    for (b_top, b_left, b_bottom, b_right), colour in boxes:
+        scaled = (round((b_top - top) * scale), round((b_left - left) * scale),
+                  round((b_bottom - top + 1) * scale) - 1, round((b_right - left + 1) * scale) - 1)
+        out = draw_box(out, scaled, color=colour, width=2)
+    return out

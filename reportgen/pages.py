@@ -19,12 +19,14 @@ import jinja2
 
 import numpy as np
 
-from .images import draw_box, heat_colors, shrink, spotlight, stretch, webp_bytes, zoom
+from .images import boxes_on_window, draw_box, heat_colors, heat_overlay, shrink, stretch, webp_bytes, zoom
 from .store import Store, atomic_write
 
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
 REF_THUMB_SIDE = 224
 MAP_THUMB_SIDE = 160  # activation-map overlays (a thousand per default build: small encodes fast)
+ERF_FIGURE_SIDE = 256  # the receptive-field figure, enlarged around the field when the field is small
+SMALL_BASELINE = 0.1  # a best image whose mean is under this share of the unit's peak makes the ratio unreliable
 VARIANTS = ("second_seed", "negative", "diversity")  # a unit's further renders, as named in the manifest
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
@@ -51,6 +53,40 @@ def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def ratio_flag(unit: dict) -> dict | None:
+    """Why a unit's activation ratio should not be read at face value, or ``None`` when it can be.
+
+    Returns ``{"short": caption text, "reason": one sentence}``. The ratio is the render's mean
+    activation over the best reference image's; it means little when no image gives the unit a
+    positive mean (it is then undefined) or when the best image's mean is a small fraction of the
+    unit's peak at one position (the unit fires on the photos only in small spots, so the
+    denominator is small and the ratio inflated)."""
+    if unit.get("failed"):
+        return None
+    ref_max, peak = unit.get("ref_max"), unit.get("ref_peak")
+    if unit.get("dead"):
+        return {"short": "never fires", "reason": "The unit never fires on any reference image, so there is no "
+                "real image to compare the render with"}
+    if ref_max is None or ref_max <= 0:
+        return {"short": "no ratio", "reason": "No reference image gives the unit a positive mean activation "
+                "(it fires only in places), so the ratio is undefined"}
+    if peak is not None and peak > 0 and ref_max < SMALL_BASELINE * peak:
+        return {"short": "small baseline", "reason": f"The best reference image's mean activation ({ref_max:.3f}) is "
+                f"under a tenth of the unit's peak at one position ({peak:.3f}): the unit fires on the photos only in "
+                "small spots, so the ratio's denominator is small and the ratio inflated"}
+    return None
+
+
+def erf_window(layer: dict, input_side: int) -> tuple[int, int, int, int]:
+    """The square of the model's input the receptive-field figure shows: three times the larger of
+    the two fields around the centre unit's field, at least 12 px, at most the whole input."""
+    fields = [layer["erf"]["size"]] + ([layer["rf"]["size"]] if layer["rf"]["size"] is not None else [input_side])
+    side = min(input_side, max(12, 3 * max(fields)))
+    top, _, bottom, _ = rf_box(layer, input_side) if layer["rf"]["size"] is not None else (0, 0, input_side - 1, 0)
+    start = min(max((top + bottom) // 2 - side // 2, 0), input_side - side)
+    return start, start, start + side - 1, start + side - 1
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resources.files("reportgen.templates"))),
@@ -64,6 +100,8 @@ def _environment() -> jinja2.Environment:
     # YAML/HTML values outside Markdown (titles, data attributes).
     env.filters.update(md=md_escape, ratio=_ratio, num=_number, url=lambda s: quote(str(s)),
                        attr=lambda s: html.escape(str(s), quote=True))
+    env.filters["ratio_flag"] = ratio_flag
+    env.globals.update(ratio_flag=ratio_flag, erf_window=erf_window)
     return env
 
 
@@ -120,19 +158,37 @@ def render_mkdocs_yml(manifest: dict) -> str:
     return _template("mkdocs.yml.j2").render(manifest=manifest, models=manifest["models"])
 
 
-def _curve_svg(curve: list, width: int = 320, height: int = 120) -> str:
-    """The optimization curve (score per step) as a small inline SVG."""
+def _curve_svg(curve: list, width: int = 360, height: int = 160) -> str:
+    """The optimization curve (score per step) as an inline SVG with its axes labelled: the step
+    along the bottom, the score (lowest and highest value) up the side."""
     if len(curve) < 2:
         return ""
     steps = [s for s, _ in curve]
     values = [v for _, v in curve]
     lo, hi = min(values), max(values)
+    left, right, top, bottom = 56, 8, 8, height - 30  # the plot area inside the axes
     span, last = (hi - lo) or 1.0, max(steps[-1], 1)
-    points = " ".join(f"{4 + (width - 8) * s / last:.1f},{height - 4 - (height - 8) * (v - lo) / span:.1f}" for s, v in curve)
+
+    def x(step: float) -> str:
+        return f"{left + (width - left - right) * step / last:.1f}"
+
+    def y(value: float) -> str:
+        return f"{bottom - (bottom - top) * (value - lo) / span:.1f}"
+
+    points = " ".join(f"{x(s)},{y(v)}" for s, v in curve)
+    text = 'fill="currentColor" font-size="11"'
     return (
         f'<svg class="rg-curve" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="score from {values[0]:.2f} to {values[-1]:.2f} over {steps[-1] + 1} steps">'
-        f'<polyline fill="none" stroke="currentColor" stroke-width="2" points="{points}"/></svg>'
+        f'aria-label="score from {values[0]:.3g} to {values[-1]:.3g} over {steps[-1] + 1} steps">'
+        f'<path d="M{left},{top} V{bottom} H{width - right}" fill="none" stroke="currentColor" stroke-opacity="0.5"/>'
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" {text}>{hi:.3g}</text>'
+        f'<text x="{left - 4}" y="{bottom}" text-anchor="end" {text}>{lo:.3g}</text>'
+        f'<text x="{left}" y="{bottom + 14}" text-anchor="middle" {text}>0</text>'
+        f'<text x="{width - right}" y="{bottom + 14}" text-anchor="end" {text}>{steps[-1]}</text>'
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 2}" text-anchor="middle" {text}>step</text>'
+        f'<text x="12" y="{(top + bottom) / 2:.0f}" text-anchor="middle" transform="rotate(-90 12 {(top + bottom) / 2:.0f})" '
+        f'{text}>score</text>'
+        f'<polyline fill="none" stroke="var(--md-primary-fg-color)" stroke-width="2" points="{points}"/></svg>'
     )
 
 
@@ -176,16 +232,17 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
             peak[c] = max(peak.get(c, 0.0), float(value))
         for (i, c), heat in zip(pairs, positive):
             if i in photos:
-                yield f"maps/{i}-{c}.webp", spotlight(photos[i], heat / max(peak[c], 1e-12))
+                yield f"maps/{i}-{c}.webp", heat_overlay(photos[i], heat / max(peak[c], 1e-12))
     erf = store.get_arrays(layer["erf"]["key"]) or {}
     heat = erf.get(f"erf|{layer['module']}")
     if heat is not None:
-        image = heat_colors(np.sqrt(heat))  # square root: the tails of the field stay visible
+        boxes = []  # drawn on the enlargement, so a field a few pixels wide still shows
         if layer["rf"]["size"] is not None:
-            image = draw_box(image, rf_box(layer, input_side))
+            boxes.append((rf_box(layer, input_side), (0, 255, 255)))
         if layer["erf"]["size"] > 0:
-            image = draw_box(image, mass_box(heat, layer["erf"]["size"]), color=(255, 255, 255))
-        yield "erf.webp", image
+            boxes.append((mass_box(heat, layer["erf"]["size"]), (255, 255, 255)))
+        image = heat_colors(np.sqrt(heat))  # normalized to max 1; square root: the tails stay visible
+        yield "erf.webp", boxes_on_window(image, erf_window(layer, input_side), boxes, ERF_FIGURE_SIDE)
 
 
 def rf_box(layer: dict, input_side: int) -> tuple[int, int, int, int]:

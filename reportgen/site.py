@@ -79,9 +79,11 @@ def _config(out: Path, **overrides):
                              f"run `reportgen build --out {out}` again") from None
 
 
-def build_site(out: Path, strict: bool = True) -> SiteInfo:
+def build_site(out: Path, strict: bool = True, site_url: str | None = None) -> SiteInfo:
     """``mkdocs build`` of ``OUT/mkdocs.yml`` into ``OUT/site``: built in ``OUT/site.new``, then
-    swapped in whole, so an interrupted build leaves the last complete site in place.
+    swapped in whole, so an interrupted build leaves the last complete site in place. ``site_url``
+    (where the site will be published) overrides the one in ``mkdocs.yml``, which comes from the
+    ``REPORTGEN_SITE_URL`` environment variable; the 404 page's links need it.
 
     Raises:
         SiteBuildError: with ``strict``, any MkDocs warning (broken link, missing image).
@@ -93,12 +95,14 @@ def build_site(out: Path, strict: bool = True) -> SiteInfo:
 
     started = time.perf_counter()
     site, staging, old = (Path(out) / name for name in ("site", "site.new", "site.old"))
-    config = _config(out, strict=strict, site_dir=str(staging.resolve()))
+    overrides = {"site_url": site_url} if site_url else {}
+    config = _config(out, strict=strict, site_dir=str(staging.resolve()), **overrides)
     with _mkdocs_log() as messages:
         try:
             build(config)
         except (Abort, ConfigurationError) as exc:
             raise SiteBuildError(f"mkdocs build failed: {'; '.join(messages[:3]) or exc}") from None
+    write_file_index(staging)
     shutil.rmtree(old, ignore_errors=True)
     if site.exists():
         site.rename(old)
@@ -107,6 +111,37 @@ def build_site(out: Path, strict: bool = True) -> SiteInfo:
     files = [p for p in site.rglob("*") if p.is_file()]
     pages = sum(1 for p in files if p.suffix == ".html" and p.name != "404.html")
     return SiteInfo(site, pages, sum(p.stat().st_size for p in files), time.perf_counter() - started)
+
+
+FILE_INDEX_TEXT = 200  # characters of a page's text kept in the file:// search index
+
+
+def write_file_index(site: Path) -> Path | None:
+    """Write ``search/search_index.js``, the script the theme loads in place of its search index
+    when the site is opened from ``file://`` (where browsers refuse a fetch): one entry per page
+    (its title and the first words of its text), as ``var __index = {...}``. The theme cannot search there
+    (its web worker is refused too); ``reportgen.js`` searches these entries instead. Returns its
+    path, or ``None`` when the site has no search index."""
+    import html
+    import json
+    import re
+
+    index = site / "search" / "search_index.json"
+    if not index.is_file():
+        return None
+    data = json.loads(index.read_text(encoding="utf-8"))
+    tag = re.compile(r"<[^>]+>")
+    pages: dict[str, dict] = {}  # the theme indexes a page by sections; here, one entry a page
+    for d in data["docs"]:
+        page = pages.setdefault(d["location"].split("#")[0], {"location": d["location"].split("#")[0],
+                                                              "title": html.unescape(tag.sub("", d["title"])), "text": ""})
+        if len(page["text"]) < FILE_INDEX_TEXT:
+            page["text"] = " ".join((page["text"] + " " + html.unescape(tag.sub(" ", d["text"]))).split())[:FILE_INDEX_TEXT]
+    docs = list(pages.values())
+    path = site / "search" / "search_index.js"
+    text = json.dumps({"config": data["config"], "docs": docs}, ensure_ascii=False, separators=(",", ":"))
+    path.write_text(f"var __index = {text};\n", encoding="utf-8")
+    return path
 
 
 def serve_site(out: Path, address: str = "127.0.0.1:8000", announce=print) -> None:
@@ -178,8 +213,10 @@ def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> 
         said = " ".join(line.removeprefix("fatal: ") for line in reach.stderr.strip().splitlines()[:1])
         raise DeployError(f"--remote {remote} cannot be reached ({said or f'git exit {reach.returncode}'}); "
                           "check `git remote -v` and your access")
+    url = os.environ.get("REPORTGEN_SITE_URL") or pages_url(
+        subprocess.run(["git", "remote", "get-url", remote], capture_output=True, text=True, cwd=top).stdout)
     config = _config(out, remote_name=remote, remote_branch=branch)
-    build_site(out)
+    build_site(out, site_url=url)
     with _mkdocs_log() as messages:
         try:
             gh_deploy(config, force=True, ignore_version=True, no_history=True)
@@ -187,6 +224,22 @@ def deploy_site(out: Path, remote: str = "origin", branch: str = "gh-pages") -> 
             reason = " ".join(" ".join(messages[-1:]).split()) or str(exc)  # git's own words, on one line
             raise DeployError(f"publishing to {remote} {branch} failed ({reason[:300]}); check `git remote -v` "
                               "and your access") from None
+
+
+def pages_url(remote_url: str) -> str | None:
+    """The GitHub Pages address of a GitHub remote (``https://OWNER.github.io/REPO/``, or
+    ``https://OWNER.github.io/`` for the ``OWNER.github.io`` repository); ``None`` for any other
+    host. A custom domain is not known here: set ``REPORTGEN_SITE_URL`` for it."""
+    import re
+
+    found = re.match(r"^(?:https?://(?:[^@/]+@)?|ssh://git@|git@)github\.com[:/]([^/]+)/([^/]+?)(?:\.git)?/?$",
+                     remote_url.strip())
+    if not found:
+        return None
+    owner, repo = found.groups()
+    if repo.lower() == f"{owner.lower()}.github.io":
+        return f"https://{owner.lower()}.github.io/"
+    return f"https://{owner.lower()}.github.io/{repo}/"
 
 
 def write_workflow(out: Path, branch: str = "main") -> Path:

@@ -39,6 +39,94 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _PagesHandler(_QuietHandler):
+    """As GitHub Pages serves a project site: under ``/<prefix>/``, and its 404.html (with status
+    404) for any path that is not a file."""
+
+    prefix = "/repo"
+
+    def send_head(self):
+        path = self.path.split("?", 1)[0]
+        if path.startswith(self.prefix + "/"):
+            self.path = path[len(self.prefix):]
+            local = Path(self.translate_path(self.path))
+            if local.is_file() or (local / "index.html").is_file():
+                return super().send_head()
+        body = (Path(self.directory) / "404.html").read_bytes()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        import io
+        return io.BytesIO(body)
+
+
+def check_layout(page, layer_url: str, urls: list[str]) -> None:
+    """At 1440×900: no table on ``urls`` is wider than the column it sits in (no column hidden
+    behind a scroll), and the first screen of the layer page shows renders."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    for url in urls:
+        page.goto(url)
+        hidden = page.evaluate(
+            """() => Array.from(document.querySelectorAll('article table')).map(table => {
+                   const box = table.closest('.md-typeset__scrollwrap') || table.parentElement;
+                   return [table.scrollWidth, box.clientWidth, table.rows[0].innerText.slice(0, 60)];
+               }).filter(([wide, room]) => wide > room + 1)""")
+        assert not hidden, f"tables wider than their column on {url}: {hidden}"
+    page.goto(layer_url)
+    tops = page.locator(".rg-tile img").evaluate_all(
+        "images => images.map(i => i.getBoundingClientRect()).filter(r => r.width > 100 && r.bottom <= innerHeight).length")
+    assert tops >= 1, f"no render fully in the first screen of {layer_url}"
+
+
+def check_file_search(site: Path, query: str, expected: str) -> list[str]:
+    """Open the site from the file system, type ``query`` in the search box; assert a result links
+    to a URL ending in ``expected`` and no console error. Returns the result URLs."""
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.on("console", lambda msg: errors.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.goto((site / "index.html").resolve().as_uri())
+        expect(page.locator(".md-search__input")).to_be_visible()
+        page.locator(".md-search__input").click()
+        page.keyboard.type(query, delay=20)
+        expect(page.locator(f'.md-search-result__item a[href$="{expected}"]').first).to_be_visible(timeout=10000)
+        found = page.locator(".md-search-result__item a").evaluate_all("links => links.map(a => a.href)")
+        browser.close()
+    assert not errors, errors
+    return found
+
+
+def check_404_under_subpath(site: Path) -> None:
+    """Served as a GitHub Pages project site (under /repo/), a missing page gets the styled 404
+    page: its stylesheet and script load (the site was built with its address)."""
+    from playwright.sync_api import sync_playwright
+
+    handler = functools.partial(_PagesHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    failed: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "/no/such/" not in r.url else None)
+            response = page.goto(f"http://127.0.0.1:{server.server_address[1]}/repo/no/such/page.html")
+            assert response.status == 404
+            page.wait_for_load_state("networkidle")
+            styled = page.evaluate("getComputedStyle(document.querySelector('.md-header')).position")
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not failed, f"the 404 page's assets did not load: {failed[:5]}"
+    assert styled == "sticky", f"the 404 page is unstyled (header position {styled!r})"
+
+
 def check_images(page) -> int:
     """Load every image on the page (lazy ones too) and assert each decoded; returns the count."""
     sizes = page.evaluate(
@@ -55,7 +143,8 @@ def check_images(page) -> int:
 
 
 def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
-    """Home -> model -> layer -> unit by clicking; lightbox and search; screenshots into ``shots``.
+    """Home -> model -> layer -> unit by clicking; lightbox and search; the layout at 1440 px
+    (``check_layout``); screenshots into ``shots``.
 
     Returns what was seen: page URLs and image counts. Raises AssertionError on any problem,
     including console errors.
@@ -114,6 +203,8 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
 
         stable = f"{base}{model}/{layer}/{seen['unit_url'].split('/')[-2]}/"  # <model>/<layer>/<channel>/
         assert page.goto(stable).status == 200 and "unit" in page.title(), stable
+        layer_url = f"{base}{model}/{layer}/index.html"
+        check_layout(page, layer_url, [base, f"{base}{model}/index.html", layer_url, seen["unit_url"]])
 
         page.goto(base)  # search finds a layer by name
         page.locator("label.md-search__icon, .md-search__input").first.click()
@@ -121,10 +212,56 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         result = page.locator(f'.md-search-result__item:has(a[href*="/{layer}/index.html"])').first
         expect(result).to_be_visible(timeout=15000)
         seen["search"] = result.inner_text()
+        channel = seen["unit_url"].split("/")[-2]  # a unit by name: its pages rank above the layers'
+        page.goto(base)
+        page.locator(".md-search__input").click()
+        page.keyboard.type(f"unit {channel}", delay=30)
+        first = page.locator(".md-search-result__item > a").first
+        expect(first).to_be_visible(timeout=15000)
+        assert f"/{channel}/index.html" in first.get_attribute("href"), first.get_attribute("href")
         page.screenshot(path=str(shots / "search.png"))
         browser.close()
     assert not errors, errors
     return seen
+
+
+VIEWPORTS = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+def screenshots(site: Path, model: str, layer: str, shots: Path) -> list[Path]:
+    """The first screen of the home, model, layer and a unit page, on a desktop (1440×900) and a
+    phone (390×844), in the light and the dark scheme (the reader's system preference): 16 WebP
+    files named ``{page}-{viewport}-{scheme}.webp`` in ``shots``. Returns their paths."""
+    from io import BytesIO
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    shots.mkdir(parents=True, exist_ok=True)
+    manifest_units = {}
+    written = []
+    with serve(site) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for view, size in VIEWPORTS.items():
+            for scheme in ("light", "dark"):
+                page = browser.new_page(viewport=size, color_scheme=scheme, device_scale_factor=1)
+                page.goto(f"{base}{model}/{layer}/index.html")
+                unit = page.locator(".rg-tile a.rg-caption").first.get_attribute("href")
+                manifest_units[layer] = unit
+                urls = {"home": base, "model": f"{base}{model}/index.html", "layer": f"{base}{model}/{layer}/index.html",
+                        "unit": f"{base}{model}/{layer}/{unit}"}
+                for name, url in urls.items():
+                    page.goto(url)
+                    page.wait_for_load_state("networkidle")
+                    check_images(page)
+                    page.evaluate("window.scrollTo(0, 0)")
+                    page.wait_for_timeout(300)
+                    path = shots / f"{name}-{view}-{scheme}.webp"
+                    Image.open(BytesIO(page.screenshot())).convert("RGB").save(path, "WEBP", quality=80, method=4)
+                    written.append(path)
+                page.close()
+        browser.close()
+    return written
 
 
 if __name__ == "__main__":
@@ -133,4 +270,6 @@ if __name__ == "__main__":
 
     manifest = json.loads((site_dir.parent / "manifest.json").read_text())
     first = manifest["models"][0]
-    print(walk(site_dir, first["name"], first["layers"][len(first["layers"]) // 2]["module"], out_dir))
+    middle = first["layers"][len(first["layers"]) // 2]["module"]
+    print(walk(site_dir, first["name"], middle, out_dir))
+    print(len(screenshots(site_dir, first["name"], middle, out_dir)), "screenshots of each page kind")

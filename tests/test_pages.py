@@ -101,7 +101,7 @@ def sample_manifest(store: Store | None = None) -> dict:
         "class_render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True, "decay_power": 1.0,
                          "pad": 4, "jitter": 6, "scales": [0.4, 1.6], "max_angle": 45.0},
         "render_seconds": 4.5, "pending": [],
-        "settings": {"preset": "quick", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
+        "settings": {"preset": "quick", "units": "2", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
                                                     "max_angle": 10.0, "average": 0.2, "samples": 2,
                                                     "objective": "l2norm", "penalties": [["tv", 0.25], ["l2", 0.01]]}},
@@ -205,3 +205,50 @@ def test_rewriting_docs_drops_stale_pages(tmp_path):
     pages.write_docs(tmp_path, manifest, store)
     assert not (tmp_path / "docs" / "toy" / "blocks.1").exists()
     assert not (tmp_path / "docs.new").exists() and not (tmp_path / "docs.old").exists()
+
+
+def test_ratios_that_mislead_are_flagged_with_their_reason():
+    def unit(**values):
+        return {"failed": False, "dead": False, "ref_max": 2.0, "ref_peak": 10.0, **values}
+
+    assert pages.ratio_flag(unit()) is None  # the best image's mean is a fifth of the peak: a fair baseline
+    tiny = pages.ratio_flag(unit(ref_max=0.194, ref_peak=7.5))  # bn2 unit 7 of the sample report: ×186.89
+    assert tiny["short"] == "small baseline" and "0.194" in tiny["reason"] and "7.500" in tiny["reason"]
+    assert pages.ratio_flag(unit(ref_max=-0.1))["short"] == "no ratio"
+    assert pages.ratio_flag(unit(ref_max=None, dead=True))["short"] == "never fires"
+    assert pages.ratio_flag(unit(failed=True, ref_max=0.0)) is None  # a failed render says so itself
+
+    model = sample_manifest()["models"][0]
+    layer = model["layers"][0]
+    spotty = {**layer["units"][0], "ref_max": 0.1, "ref_peak": 4.0, "activation_ratio": 20.0}
+    page = pages.render_layer({**model, "layers": [{**layer, "units": [spotty, layer["units"][1]]}]}, 0)
+    assert page.count('data-flag="1"') == 1 and "×20.00 ⚠ small baseline" in page and "1 ratio flagged ⚠" in page
+    unit_page = pages.render_unit(model, {**layer, "units": [spotty]}, 0)
+    assert "Read the ratio with care: small baseline" in unit_page
+    assert "render's mean activation is ×0.50" in unit_page  # 2.0 on the render / peak 4.0
+
+
+def test_activation_maps_are_a_colour_scale_over_the_photo_in_grey():
+    from reportgen.images import heat_colors, heat_overlay
+
+    photo = np.zeros((8, 8, 3), np.uint8)
+    photo[..., 0] = 200  # red: its grey is 0.299 * 200
+    off = heat_overlay(photo, np.zeros((2, 2)))
+    assert (off == round(0.299 * 200 * 0.8 + 25)).all()  # the photo in grey, where the unit is off
+    on = heat_overlay(photo, np.ones((2, 2)))
+    assert (on == heat_colors(np.ones(1))[0]).all() and tuple(on[0, 0]) == (252, 255, 164)
+
+
+def test_a_small_receptive_field_is_drawn_enlarged(tmp_path):
+
+
+    store = Store(tmp_path / ".cache")
+    model = sample_manifest(store)["models"][0]
+    layer = model["layers"][0]  # rf 3 px on a 64 px input
+    window = pages.erf_window(layer, 64)
+    assert window[2] - window[0] + 1 == 12  # 3 px fields: the central 12 px (the minimum), not the whole 64
+    figure = dict(pages.layer_images(layer, {}, store, 64))["erf.webp"]
+    assert figure.shape[:2] == (pages.ERF_FIGURE_SIDE, pages.ERF_FIGURE_SIDE)
+    cyan = np.all(figure == (0, 255, 255), axis=-1)
+    rows = np.flatnonzero(cyan.any(axis=1))
+    assert rows.max() - rows.min() + 1 >= 3 * 256 // 12  # the 3 px square is drawn ~64 px wide
