@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the sample report shown in the user guide (docs/sample/), the screenshots of each page
-# kind (docs/images/, README's layer-page.png among them) and the contact sheet of render kinds,
+# kind on a desktop and a phone, light and dark (docs/images/, README's layer-page.png among them) and
+# the contact sheet of render kinds,
 # with reportgen itself. Run from the repository root after `pip install -e '.[test]'`.
 set -euo pipefail
 out=${1:-build/sample}

@@ -8,6 +8,7 @@ Used by ``test_browser.py``; also runnable to take the screenshots in the docs:
 from __future__ import annotations
 
 import functools
+import re
 import http.server
 import shutil
 import sys
@@ -216,9 +217,9 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         page.goto(base)
         page.locator(".md-search__input").click()
         page.keyboard.type(f"unit {channel}", delay=30)
-        first = page.locator(".md-search-result__item > a").first
-        expect(first).to_be_visible(timeout=15000)
-        assert f"/{channel}/index.html" in first.get_attribute("href"), first.get_attribute("href")
+        first = page.locator(".md-search-result__item > a").first  # results update as one types: wait
+        expect(first).to_have_attribute("href", re.compile(rf"/{channel}/index\.html\?h=[^#]*\b{channel}\b"),
+                                         timeout=15000)
         page.screenshot(path=str(shots / "search.png"))
         browser.close()
     assert not errors, errors
@@ -265,11 +266,15 @@ def screenshots(site: Path, model: str, layer: str, shots: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    site_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
     import json
+    import tempfile
 
+    site_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
     manifest = json.loads((site_dir.parent / "manifest.json").read_text())
     first = manifest["models"][0]
     middle = first["layers"][len(first["layers"]) // 2]["module"]
-    print(walk(site_dir, first["name"], middle, out_dir))
+    with tempfile.TemporaryDirectory() as tmp:  # the walk's own screenshots: the guide shows three
+        print(walk(site_dir, first["name"], middle, Path(tmp)))
+        for name in ("layer-page.png", "lightbox.png", "search.png"):
+            shutil.copy(Path(tmp) / name, out_dir / name)
     print(len(screenshots(site_dir, first["name"], middle, out_dir)), "screenshots of each page kind")
