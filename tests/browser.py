@@ -205,6 +205,8 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         stable = f"{base}{model}/{layer}/{seen['unit_url'].split('/')[-2]}/"  # <model>/<layer>/<channel>/
         assert page.goto(stable).status == 200 and "unit" in page.title(), stable
         layer_url = f"{base}{model}/{layer}/index.html"
+        page.goto(layer_url)  # the sort chosen before is still chosen when one comes back
+        expect(page.locator(".rg-sort")).to_have_value("ratio-desc")
         check_layout(page, layer_url, [base, f"{base}{model}/index.html", layer_url, seen["unit_url"]])
 
         page.goto(base)  # search finds a layer by name
