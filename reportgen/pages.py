@@ -148,8 +148,12 @@ def render_unit(model: dict, layer: dict, position: int) -> str:
     refs = {r["index"]: r for r in model["references"]["images"]}
     top = [{**t, "ref": refs[t["image"]]} for t in unit["top"] if t["image"] in refs]
     shown = {u["channel"] for u in units}
+    from .analysis.stage import CIRCUIT_IMAGES
+
     return _template("unit.md.j2").render(
         model=model, layer=layer, unit=unit, top=top, shown=shown, curve=_curve_svg(unit["curve"]),
+        layers_by_module={entry["module"]: entry for entry in model["layers"]}, circuit_images=CIRCUIT_IMAGES,
+        shown_in={entry["module"]: {u["channel"] for u in entry["units"]} for entry in model["layers"]},
         prev=units[position - 1] if position > 0 else None,
         next=units[position + 1] if position + 1 < len(units) else None,
     )

@@ -378,6 +378,7 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
         _add_variants(loaded, entry, sets["channel", m].found,
                       {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity")}, report)
         entry["dreams"] = _dreams(loaded, m, found("dream", m), found("inversion", m), report)
+        _add_circuits(entry, analysis.circuits.get(m) or {}, analysis.labels)
         entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
                      maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
         layer_entries.append(entry)
@@ -548,6 +549,32 @@ def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], r
             by_channel[c]["second_seed"]["agreement"] = value
         shown = [c for c, stored in channels.items() if stored is not None]
         entry["seed_baseline"] = cross_agreement(loaded, entry["module"], shown, [channels[c].image() for c in shown])
+
+
+TOP_DRIVERS, TOP_INHIBITORS, TOP_CLASSES = 5, 3, 5  # what a unit page lists of its circuit
+
+
+def _add_circuits(entry: dict, circuit: dict, labels: dict[int, str]) -> None:
+    """Give each unit of a layer entry its ``inputs`` (the channels of the layer before that drive
+    it most: the ``TOP_DRIVERS`` most excitatory, then the ``TOP_INHIBITORS`` most inhibitory) and
+    its ``promotes`` (the ``TOP_CLASSES`` classes it raises most), from ``Analysis.circuits``;
+    ``None`` where they were not measured (the first layer; layers that are not late)."""
+    import numpy as np
+
+    scores, votes = circuit.get("inputs"), circuit.get("promotes")
+    for row, unit in enumerate(entry["units"]):
+        unit["inputs"] = unit["promotes"] = None
+        if scores is not None:
+            values = scores[row]
+            order = np.argsort(-values, kind="stable")
+            chosen = [int(j) for j in order[:TOP_DRIVERS] if values[j] > 0]
+            chosen += [int(j) for j in order[::-1][:TOP_INHIBITORS] if values[j] < 0]
+            unit["inputs"] = [{"layer": circuit["source"], "channel": j, "score": float(values[j])} for j in chosen]
+        if votes is not None:
+            values = votes[row]
+            order = np.argsort(-values, kind="stable")
+            unit["promotes"] = [{"class": int(k), "label": labels.get(int(k), f"class {int(k)}"), "score": float(values[k])}
+                                for k in order[:TOP_CLASSES] if values[k] > 0]
 
 
 def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildReport) -> list:

@@ -57,7 +57,10 @@ def sample_manifest(store: Store | None = None) -> dict:
                 "perturbed_ratio": 1.0 if ratio else None, "flat": channel == 1,
                 "second_seed": variant("s" * 64, 1.25, agreement=0.8) if variants else None,
                 "negative": variant("n" * 64, -0.5) if variants else None,
-                "diversity": variant("d" * 64, 1.0, ratios=[1.25, 1.0, 0.75]) if variants else None}
+                "diversity": variant("d" * 64, 1.0, ratios=[1.25, 1.0, 0.75]) if variants else None,
+                "inputs": [{"layer": "stem", "channel": 1, "score": 0.5}, {"layer": "stem", "channel": 2, "score": -0.25}]
+                if layer == "blocks.1" else None,
+                "promotes": [{"class": 1, "label": "goldfish", "score": 0.75}] if layer == "blocks.1" else None}
 
     layers = []
     for index, (name, units) in enumerate([("stem", [unit("stem", 0, 1.5, neuron=True), unit("stem", 1, 0.5)]),
@@ -112,7 +115,7 @@ def sample_manifest(store: Store | None = None) -> dict:
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return {"schema": 6, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+    return {"schema": 7, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
 
 
 @pytest.mark.parametrize("name,render", [

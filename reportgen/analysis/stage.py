@@ -4,6 +4,8 @@
 - ``map_pairs`` / ``reference_maps``: which (image, unit) activation maps the pages show, and those maps;
 - ``receptive_fields`` / ``effective_fields`` / ``neuron_boxes``: where units look;
 - ``normalization_check``: whether the input normalization fits the weights' BatchNorm statistics;
+- ``circuits``: which channels of the layer before drive each shown unit, and which classes the
+  units of late layers vote for;
 - ``reference_entries``: thumbnails and the model's predictions for the images shown.
 
 Keys hash the model, its weights, the layers, the image set and the preprocessing, so a repeated
@@ -25,6 +27,8 @@ EFFECTIVE_FIELD_IMAGES = 8  # reference images the effective receptive field is 
 NORMALIZATION_IMAGES = 8  # reference images the BatchNorm statistics are compared on
 REF_THUMBS_ON_MODEL_PAGE = 16  # reference images on the model page, and rows of each layer's map table
 LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
+CIRCUIT_IMAGES = 8  # reference images the circuit attributions are averaged over
+LATE_LAYERS = 2 / 3  # layers from this share of the catalogue on are late: their units' classes are shown
 
 
 @dataclass
@@ -34,7 +38,10 @@ class Analysis:
     which activation maps the pages show (``grid_images``, ``grid_units``, ``shown`` images, the
     maps under ``maps_key``), receptive fields (``fields``, ``erfs`` under ``erf_key``, the centre
     neurons' ``boxes``), the ``maco`` spectrum, the canvas-sized ``photos`` to dream on, the
-    class ``labels``, and how the input normalization fits the weights (``normalization``)."""
+    class ``labels``, how the input normalization fits the weights (``normalization``), and the
+    attributions between units and to classes (``circuits``: ``{layer: {"source": the layer
+    before or None, "inputs": [units, source channels] or None, "promotes": [units, classes] or
+    None}}``, rows in the order of the layer's shown units)."""
 
     stats: dict[str, LayerStats]
     arrays: dict[str, np.ndarray]
@@ -50,6 +57,7 @@ class Analysis:
     photos: dict[int, tuple[np.ndarray, str]]
     labels: dict[int, str]
     normalization: dict | None
+    circuits: dict[str, dict]
 
 
 def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str, list[int]], config, refs,
@@ -72,8 +80,10 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     magnitude = maco_magnitude(refs, arrays["used"], config.render.size, store) if config.render.param == "maco" else None
     photos = canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
     normalization = normalization_check(loaded, refs, arrays["used"], store)
+    progress.stage(f"{name}: circuits")
+    links = circuits(loaded, layers, units, refs, arrays["used"], store)
     return Analysis(stats, arrays, grid_images, grid_units, shown, maps_key, fields, erf_key, erfs, boxes, magnitude,
-                    photos, imagenet_labels(loaded.module), normalization)
+                    photos, imagenet_labels(loaded.module), normalization, links)
 
 
 def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
@@ -177,6 +187,46 @@ def effective_fields(loaded, modules: list[str], refs, used: Sequence[int], stor
         arrays["images"] = np.array(fields[modules[0]].images if modules else 0)
         store.put_arrays(key, arrays)
     return key, {m: {"size": int(arrays[f"size|{m}"]), "images": int(arrays["images"])} for m in modules}
+
+
+def circuits(loaded, layers: list, units: dict[str, list[int]], refs, used: Sequence[int], store: Store) -> dict:
+    """Attributions over the first ``CIRCUIT_IMAGES`` readable reference images (``circuits.py``):
+    for each layer after the first shown one, its shown units' attribution to each channel of the
+    shown layer before it; for each late layer (from ``LATE_LAYERS`` of the catalogue on) of a
+    model with a classifier, its shown units' attribution to each class. Cached by weights, layers,
+    units and images. See ``Analysis.circuits`` for the shape."""
+    from ..layers import catalogue
+    from .activations import model_input
+    from .circuits import inputs, promotes
+    from .references import iter_batches
+
+    modules = [layer.module for layer in layers]
+    images = [int(i) for i in used[:CIRCUIT_IMAGES]]
+    key = canonical_key({"kind": "circuits", "v": 1, "model": loaded.name, "weights": loaded.weights.digest,
+                         "layers": modules, "units": {m: units[m] for m in modules}, "refs": refs.digest,
+                         "images": images, "preprocess": vars(loaded.preprocess)})
+    arrays = store.get_arrays(key)
+    if arrays is None:
+        arrays = {}
+        if images and modules:
+            pixels = next(iter_batches(refs.subset(images), loaded.preprocess.input_size[1],
+                                       loaded.preprocess.crop_pct, len(images)))[1]
+            x = model_input(loaded, pixels)
+            late = LATE_LAYERS * len(catalogue(loaded.module, loaded.preprocess.input_size))
+            for before, layer in zip([None, *modules], modules):
+                if before is not None:
+                    arrays[f"inputs|{layer}"] = inputs(loaded.module, before, layer, units[layer], x)
+            if getattr(loaded.module, "num_classes", 0):
+                for layer in layers:
+                    if layer.index >= late:
+                        try:
+                            arrays[f"promotes|{layer.module}"] = promotes(loaded.module, layer.module,
+                                                                          units[layer.module], x)
+                        except (RuntimeError, NotImplementedError):  # an op without forward-mode support
+                            pass
+        store.put_arrays(key, arrays or {"empty": np.zeros(0)})
+    return {m: {"source": before, "inputs": arrays.get(f"inputs|{m}"), "promotes": arrays.get(f"promotes|{m}")}
+            for before, m in zip([None, *modules], modules)}
 
 
 def normalization_check(loaded, refs, used: Sequence[int], store: Store) -> dict | None:
