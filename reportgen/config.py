@@ -201,6 +201,7 @@ class BuildConfig:
     variants: int | None = 2  # second-seed, negative and diversity renders for the first N; None: all
     classes: int = 8  # class visualizations on each model page
     dreams: int = 2  # reference images each layer dreams on and inverts
+    drivers: int = 8  # extra channels of each layer rendered because they drive the next layer's shown units
     images: Path | None = None
     preset: str = "quick"
     render: RenderSettings = field(default_factory=RenderSettings)
@@ -229,6 +230,7 @@ class BuildConfig:
             "variants": "all" if self.variants is None else self.variants,
             "classes": self.classes,
             "dreams": self.dreams,
+            "drivers": self.drivers,
             "images": str(self.images) if self.images else "scikit-image",
             "preset": self.preset,
             "render": self.render.to_dict(),
@@ -265,8 +267,11 @@ def json_ready(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+DRIVERS = 8  # default --drivers
+
 CONFIG_KEYS = {
-    "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "images", "preset", "size",
+    "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "drivers", "images", "preset",
+    "size",
     "steps", "param", "device", "batch", "seed", "out", "site", "store", "executor", "ray_address", "shard",
     "objective", "penalty",
 }
@@ -343,6 +348,7 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     neurons, variants = (_count_or_all(merged.get(key, getattr(preset, key)), key) for key in ("neurons", "variants"))
     classes, dreams = (_positive_int(merged.get(key, getattr(preset, key)), f"--{key}", minimum=0)
                        for key in ("classes", "dreams"))
+    drivers = _positive_int(merged.get("drivers", DRIVERS), "--drivers", minimum=0)
     param = _text(merged, "param", "fft")
     if param not in PARAMS:
         raise UsageError(f"--param {param!r} is unknown; choose one of: {', '.join(PARAMS)}")
@@ -378,6 +384,7 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
         variants=variants,
         classes=classes,
         dreams=dreams,
+        drivers=drivers,
         images=Path(images) if images else None,
         preset=preset_name,
         render=RenderSettings(size=size, steps=steps, param=param, samples=preset.samples, objective=objective,

@@ -26,6 +26,8 @@ UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in
 REF_THUMB_SIDE = 224
 MAP_THUMB_SIDE = 160  # activation-map overlays (a thousand per default build: small encodes fast)
 MAP_QUALITY = 75  # their WebP quality: a colour overlay at 64-160 px needs less than a render (a third fewer bytes)
+CROP_SIDE = 160  # a top image's crop around the unit's strongest position, enlarged to this
+MIN_CROP = 24  # px of the input a crop shows at least (early layers' fields are a few pixels)
 ERF_FIGURE_SIDE = 256  # the receptive-field figure, enlarged around the field when the field is small
 SMALL_BASELINE = 0.1  # a best image whose mean is under this share of the unit's peak makes the ratio unreliable
 VARIANTS = ("second_seed", "negative", "diversity")  # a unit's further renders, as named in the manifest
@@ -133,7 +135,7 @@ def render_layer(model: dict, index: int) -> str:
     layers = model["layers"]
     layer = layers[index]
     refs = {r["index"]: r for r in model["references"]["images"]}
-    shown = {u["channel"] for u in layer["units"]}
+    shown = {u["channel"] for u in [*layer["units"], *layer.get("drivers", [])]}  # the channels with a page
     return _template("layer.md.j2").render(
         model=model, layer=layer, map_rows=[refs[i] for i in layer["maps"]["images"] if i in refs],
         map_units=layer["maps"]["units"], shown=shown,
@@ -142,18 +144,24 @@ def render_layer(model: dict, index: int) -> str:
     )
 
 
-def render_unit(model: dict, layer: dict, position: int) -> str:
-    units = layer["units"]
+def render_unit(model: dict, layer: dict, position: int, group: str = "units") -> str:
+    """The page of ``layer[group][position]``: a shown unit (``units``) or a driver (``drivers``)."""
+    units = layer[group]
     unit = units[position]
     refs = {r["index"]: r for r in model["references"]["images"]}
     top = [{**t, "ref": refs[t["image"]]} for t in unit["top"] if t["image"] in refs]
-    shown = {u["channel"] for u in units}
+    shown = {u["channel"] for u in [*layer["units"], *layer.get("drivers", [])]}  # the layer's units with a page
     from .analysis.stage import CIRCUIT_IMAGES
 
     return _template("unit.md.j2").render(
         model=model, layer=layer, unit=unit, top=top, shown=shown, curve=_curve_svg(unit["curve"]),
         layers_by_module={entry["module"]: entry for entry in model["layers"]}, circuit_images=CIRCUIT_IMAGES,
+        feeds=unit.get("feeds") or [],
         shown_in={entry["module"]: {u["channel"] for u in entry["units"]} for entry in model["layers"]},
+        pages_in={entry["module"]: {u["channel"] for u in [*entry["units"], *entry.get("drivers", [])]}
+                  for entry in model["layers"]},
+        rendered_in={entry["module"]: {u["channel"] for u in [*entry["units"], *entry.get("drivers", [])] if u["key"]}
+                     for entry in model["layers"]},
         prev=units[position - 1] if position > 0 else None,
         next=units[position + 1] if position + 1 < len(units) else None,
     )
@@ -197,13 +205,16 @@ def _curve_svg(curve: list, width: int = 360, height: int = 160) -> str:
     )
 
 
-def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input_side: int):
+def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input_side: int,
+                 originals: dict[int, np.ndarray] | None = None):
     """Yield ``(path relative to the layer folder, RGB array)`` for every picture of a layer's pages:
     unit renders and their variants (second seed, negative, diversity; low-contrast ones stretched
     for display, the masters stay raw), centre-neuron renders (with the receptive field drawn, and
     zoomed into it), DeepDreams and inversions, activation-map overlays on ``photos`` (reference
-    thumbnails by image index) and the effective receptive field. Everything comes from the store."""
-    for unit in layer["units"]:
+    thumbnails by image index), the crop of each unit's top images (``originals``, at the model's
+    input size) around its strongest position (``field_crop_box``) and the effective receptive
+    field. Everything comes from the store."""
+    for unit in [*layer["units"], *layer.get("drivers", [])]:
         c = unit["channel"]
         stored = store.get_render(unit["key"]) if unit["key"] else None
         if stored is not None:
@@ -238,6 +249,12 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
         for (i, c), heat in zip(pairs, positive):
             if i in photos:
                 yield f"maps/{i}-{c}.webp", heat_overlay(photos[i], heat / max(peak[c], 1e-12))
+        tops = {(t["image"], u["channel"]) for u in [*layer["units"], *layer.get("drivers", [])] for t in u["top"]}
+        for (i, c), value in zip(pairs, values):
+            if (i, c) in tops and i in (originals or {}) and np.isfinite(value).any():
+                row, col = np.unravel_index(int(np.nanargmax(value)), value.shape)
+                yield f"crops/{i}-{c}.webp", zoom(originals[i], field_crop_box(layer, int(row), int(col), input_side),
+                                                  CROP_SIDE)
     erf = store.get_arrays(layer["erf"]["key"]) or {}
     heat = erf.get(f"erf|{layer['module']}")
     if heat is not None:
@@ -257,6 +274,24 @@ def rf_box(layer: dict, input_side: int) -> tuple[int, int, int, int]:
     bottom = top + layer["rf"]["size"] - 1
     top, bottom = max(top, 0), min(bottom, input_side - 1)
     return top, top, bottom, bottom
+
+
+def field_crop_box(layer: dict, row: int, col: int, input_side: int) -> tuple[int, int, int, int]:
+    """The square of the input a unit at map position (``row``, ``col``) looks at, clipped to the
+    input: centred on its theoretical receptive field, as wide as the layer's effective field (the
+    95% square), at least ``MIN_CROP`` px; the theoretical field's side where that is smaller."""
+    size = layer["rf"]["size"]
+    side = max(MIN_CROP, layer["erf"]["size"] or input_side)
+    if size is not None:
+        side = min(side, max(size, MIN_CROP))
+        centre_row = row * layer["stride"] - layer["rf"]["padding"] + (size - 1) / 2
+        centre_col = col * layer["stride"] - layer["rf"]["padding"] + (size - 1) / 2
+    else:  # a global field: centre on the position's patch
+        centre_row, centre_col = (row + 0.5) * layer["stride"], (col + 0.5) * layer["stride"]
+    side = min(side, input_side)
+    top = min(max(round(centre_row - (side - 1) / 2), 0), input_side - side)
+    left = min(max(round(centre_col - (side - 1) / 2), 0), input_side - side)
+    return top, left, top + side - 1, left + side - 1
 
 
 def mass_box(heat: np.ndarray, side: int) -> tuple[int, int, int, int]:
@@ -301,19 +336,21 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
             if stored is not None:
                 write_staged(staging / m / "classes" / f"{entry['class']}.webp",
                              webp_bytes(stretch(stored.image())[0], UNIT_IMAGE_SIDE))
-        photos = {}
+        photos, originals = {}, {}
         for ref in model["references"]["images"]:
             photo = store.get_image(ref["image"])
             write_staged(staging / m / "refs" / ref["thumb"], webp_bytes(photo, REF_THUMB_SIDE))
             photos[ref["index"]] = shrink(photo, MAP_THUMB_SIDE)
+            originals[ref["index"]] = photo
         for i, layer in enumerate(model["layers"]):
             folder = staging / m / layer["slug"]
             page(f"{m}/{layer['slug']}/index.md", render_layer(model, i))
-            for name, image in layer_images(layer, photos, store, model["preprocess"]["input_size"][1]):
+            for name, image in layer_images(layer, photos, store, model["preprocess"]["input_size"][1], originals):
                 quality = MAP_QUALITY if name.startswith("maps/") else WEBP_QUALITY
                 write_staged(folder / name, webp_bytes(image, UNIT_IMAGE_SIDE, quality))
-            for position, unit in enumerate(layer["units"]):
-                page(f"{m}/{layer['slug']}/{unit['channel']}/index.md", render_unit(model, layer, position))
+            for group in ("units", "drivers"):
+                for position, unit in enumerate(layer.get(group, [])):
+                    page(f"{m}/{layer['slug']}/{unit['channel']}/index.md", render_unit(model, layer, position, group))
     atomic_write(out / "mkdocs.yml", render_mkdocs_yml(manifest).encode("utf-8"))
     old = out / "docs.old"
     shutil.rmtree(old, ignore_errors=True)

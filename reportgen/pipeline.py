@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__
 from .config import BuildConfig
@@ -286,8 +286,9 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     t0 = time.perf_counter()
     rendered_before = report.rendered
     sets = {}  # (kind, layer) -> RenderSet, in the order a local build renders them
+    drivers = {m: analysis.drivers[m][:config.drivers] for m in modules}  # rendered with the layer's units
     for m in modules:
-        for kind, ids in (("channel", units[m]), ("neuron", neurons[m]), ("second-seed", variants[m]),
+        for kind, ids in (("channel", units[m] + drivers[m]), ("neuron", neurons[m]), ("second-seed", variants[m]),
                           ("negative", variants[m]), ("diversity", variants[m])):
             sets[kind, m] = plan_renders(loaded, kind, m, ids, config, store, report,
                                          box=analysis.boxes.get(m) if kind == "neuron" else None)
@@ -373,7 +374,13 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
     layer_entries = []
     for layer in plan.layers:
         m = layer.module
-        entry = _layer_entry(name, layer, sets["channel", m].found, analysis.stats[m], report, config.seed)
+        channels = sets["channel", m].found
+        entry = _layer_entry(name, layer, {c: channels[c] for c in units[m] if c in channels}, analysis.stats[m],
+                             report, config.seed)
+        drawn = [c for c in analysis.drivers[m][:config.drivers] if c in channels]
+        entry["drivers"] = _layer_entry(name, layer, {c: channels[c] for c in drawn}, analysis.stats[m], report,
+                                        config.seed, unrendered=[c for c in analysis.drivers[m] if c not in drawn]
+                                        )["units"]
         _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), analysis.stats[m], report)
         _add_variants(loaded, entry, sets["channel", m].found,
                       {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity")}, report)
@@ -382,6 +389,7 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
         entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
                      maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
         layer_entries.append(entry)
+    _add_feeds(layer_entries)
     class_renders = found("class", LOGITS)
     class_entries = _classes(loaded, [c for c in classes if c in class_renders], class_renders, analysis.labels, report)
     timings = {**timings, "total": sum(v for k, v in timings.items() if k != "total")}
@@ -433,10 +441,12 @@ def shard_of(job, count: int) -> int:
     return int.from_bytes(digest[:8], "little") % count
 
 
-def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int) -> dict:
+def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int,
+                 unrendered: Sequence[int] = ()) -> dict:
     """A layer's manifest entry: its facts, its dead and twin units over all its channels and, per
     shown unit, the render (``None`` if it failed), its activation ratio, its statistics over the
-    reference images and its top images."""
+    reference images and its top images. The ``unrendered`` channels follow with their statistics
+    only (``rendered`` false: no render was asked for)."""
     from .optvis.render import render_objective
     from .optvis.render import unit_seed
 
@@ -447,22 +457,24 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
              "redundant": [{"channel": c, "partner": int(stats.partner[c]),
                                           "r": float(stats.partner_r[c])} for c in twins]}
     model_stub = {"slug": slug(model_name)}
-    for c, stored in found.items():
-        failed = stored is None
-        meta = {} if failed else stored.meta
+    for c, stored in [*found.items(), *((c, NOT_RENDERED) for c in unrendered)]:
+        rendered = stored is not NOT_RENDERED
+        stored = stored if rendered else None
+        failed = rendered and stored is None
+        meta = {} if stored is None else stored.meta
         activation = meta.get("activation")
         ref_max, ref_mean = _finite(stats.max_mean[c]), _finite(stats.mean[c])
         if failed:
             report.failed.append(f"{model_name} {layer.module} unit {c}")
         partner = int(stats.partner[c])
-        usable = not failed and ref_max is not None and ref_max > 0
+        usable = stored is not None and ref_max is not None and ref_max > 0
         perturbed = {kind: value / ref_max for kind, value in meta.get("perturbed", {}).items()} if usable else {}
         if meta.get("flat"):
             report.flat.append(f"{model_name} {layer.module} unit {c}")
         entry["units"].append({
             "channel": c,
-            "key": None if failed else stored.key,
-            "render": None if failed else unit_image(model_stub, entry, c),
+            "key": None if stored is None else stored.key,
+            "render": None if stored is None else unit_image(model_stub, entry, c),
             "activation": activation,
             "ref_max": ref_max,
             "ref_mean": ref_mean,
@@ -483,6 +495,7 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
             "curve": meta.get("curve", []),
             "seconds": meta.get("seconds", 0.0),
             "failed": failed,
+            "rendered": rendered,
             "neuron": None,
             "second_seed": None,
             "negative": None,
@@ -492,6 +505,9 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
     entry["median_ratio"] = statistics.median(ratios) if ratios else None
     entry["median_perturbed_ratio"] = _median(u["perturbed_ratio"] for u in entry["units"])
     return entry
+
+
+NOT_RENDERED = object()  # a channel shown with its statistics only
 
 
 def _add_neurons(model_name: str, entry: dict, found: dict, box, stats, report: BuildReport) -> None:
@@ -551,30 +567,43 @@ def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], r
         entry["seed_baseline"] = cross_agreement(loaded, entry["module"], shown, [channels[c].image() for c in shown])
 
 
-TOP_DRIVERS, TOP_INHIBITORS, TOP_CLASSES = 5, 3, 5  # what a unit page lists of its circuit
-
-
 def _add_circuits(entry: dict, circuit: dict, labels: dict[int, str]) -> None:
-    """Give each unit of a layer entry its ``inputs`` (the channels of the layer before that drive
-    it most: the ``TOP_DRIVERS`` most excitatory, then the ``TOP_INHIBITORS`` most inhibitory) and
-    its ``promotes`` (the ``TOP_CLASSES`` classes it raises most), from ``Analysis.circuits``;
-    ``None`` where they were not measured (the first layer; layers that are not late)."""
+    """Give each unit of a layer entry its ``inputs`` (``circuits.chosen_inputs``: the channels of
+    the layer before that drive it most, then those that inhibit it most) and its ``promotes``
+    (the ``TOP_CLASSES`` classes it raises most), from ``Analysis.circuits``; ``None`` where they
+    were not measured (the first layer; layers that are not late; the extra drivers)."""
     import numpy as np
+
+    from .analysis.circuits import TOP_CLASSES, chosen_inputs
 
     scores, votes = circuit.get("inputs"), circuit.get("promotes")
     for row, unit in enumerate(entry["units"]):
         unit["inputs"] = unit["promotes"] = None
         if scores is not None:
-            values = scores[row]
-            order = np.argsort(-values, kind="stable")
-            chosen = [int(j) for j in order[:TOP_DRIVERS] if values[j] > 0]
-            chosen += [int(j) for j in order[::-1][:TOP_INHIBITORS] if values[j] < 0]
-            unit["inputs"] = [{"layer": circuit["source"], "channel": j, "score": float(values[j])} for j in chosen]
+            unit["inputs"] = [{"layer": circuit["source"], "channel": j, "score": float(scores[row][j])}
+                              for j in chosen_inputs(scores[row])]
         if votes is not None:
             values = votes[row]
             order = np.argsort(-values, kind="stable")
             unit["promotes"] = [{"class": int(k), "label": labels.get(int(k), f"class {int(k)}"), "score": float(values[k])}
                                 for k in order[:TOP_CLASSES] if values[k] > 0]
+    for unit in entry.get("drivers", []):
+        unit["inputs"] = unit["promotes"] = None
+
+
+def _add_feeds(layers: list[dict]) -> None:
+    """The other direction of ``inputs``: each unit and driver gets ``feeds``, the shown units of
+    the next layer that list it as an input, with the same score."""
+    by_channel = {(layer["module"], u["channel"]): u for layer in layers
+                  for u in [*layer["units"], *layer.get("drivers", [])]}
+    for unit in by_channel.values():
+        unit["feeds"] = []
+    for layer in layers:
+        for unit in layer["units"]:
+            for d in unit.get("inputs") or []:
+                source = by_channel.get((d["layer"], d["channel"]))
+                if source is not None:
+                    source["feeds"].append({"layer": layer["module"], "channel": unit["channel"], "score": d["score"]})
 
 
 def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildReport) -> list:

@@ -104,7 +104,7 @@ def sample_manifest(store: Store | None = None) -> dict:
         "class_render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True, "decay_power": 1.0,
                          "pad": 4, "jitter": 6, "scales": [0.4, 1.6], "max_angle": 45.0},
         "render_seconds": 4.5, "pending": [],
-        "settings": {"preset": "quick", "units": "2", "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
+        "settings": {"preset": "quick", "units": "2", "drivers": 8, "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
                                                     "max_angle": 10.0, "average": 0.2, "samples": 2,
                                                     "objective": "l2norm", "penalties": [["tv", 0.25], ["l2", 0.01]]}},
@@ -255,3 +255,27 @@ def test_a_small_receptive_field_is_drawn_enlarged(tmp_path):
     cyan = np.all(figure == (0, 255, 255), axis=-1)
     rows = np.flatnonzero(cyan.any(axis=1))
     assert rows.max() - rows.min() + 1 >= 3 * 256 // 12  # the 3 px square is drawn ~64 px wide
+
+
+def test_top_images_come_with_the_crop_where_the_unit_fires_most(tmp_path):
+    from reportgen.images import zoom
+
+    layer = {"rf": {"size": 5, "padding": 2, "global": False}, "erf": {"size": 3}, "stride": 4}
+    # position (row 8, col 5) of a stride-4 map: its 5 px field starts at 4*8-2, 4*5-2, so it is centred on (32, 20)
+    top, left, bottom, right = pages.field_crop_box(layer, 8, 5, 64)
+    assert bottom - top + 1 == pages.MIN_CROP == right - left + 1  # small fields: at least MIN_CROP px
+    assert abs((top + bottom) / 2 - 32) <= 0.5 and abs((left + right) / 2 - 20) <= 0.5
+    assert pages.field_crop_box(layer, 0, 0, 64)[:2] == (0, 0)  # clipped to the image, not shifted off it
+    wide = {**layer, "erf": {"size": 40}, "rf": {"size": 30, "padding": 13, "global": False}}
+    assert pages.field_crop_box(wide, 2, 5, 64)[2] - pages.field_crop_box(wide, 2, 5, 64)[0] + 1 == 30
+
+    store = Store(tmp_path / ".cache")
+    model = sample_manifest(store)["models"][0]
+    stem = model["layers"][0]  # its maps are linspace(-1, 1): unit 0's strongest position is the last, (3, 3)
+    photo = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    images = dict(pages.layer_images(stem, {3: photo[::4, ::4]}, store, 64, originals={3: photo}))
+    crop = images["crops/3-0.webp"]
+    box = pages.field_crop_box(stem, 3, 3, 64)
+    assert crop.shape[:2] == (pages.CROP_SIDE, pages.CROP_SIDE)
+    np.testing.assert_array_equal(crop, zoom(photo, box, pages.CROP_SIDE))
+    assert "crops/3-0.webp" in pages.render_unit(model, stem, 0)

@@ -30,6 +30,32 @@ from torch.autograd import forward_ad
 
 from ..layers import pre_activation_module, tap_facts
 
+TOP_DRIVERS, TOP_INHIBITORS, TOP_CLASSES = 5, 3, 5  # what a unit page lists of its circuit
+
+
+def chosen_inputs(scores: np.ndarray) -> list[int]:
+    """The channels a unit page lists as its inputs, from one row of ``inputs``: the
+    ``TOP_DRIVERS`` most excitatory (positive), then the ``TOP_INHIBITORS`` most inhibitory."""
+    order = np.argsort(-scores, kind="stable")
+    chosen = [int(j) for j in order[:TOP_DRIVERS] if scores[j] > 0]
+    return chosen + [int(j) for j in order[::-1][:TOP_INHIBITORS] if scores[j] < 0]
+
+
+def driver_channels(scores: np.ndarray | None, shown: Sequence[int]) -> list[int]:
+    """The channels of a layer, other than its ``shown`` ones, that some shown unit of the next
+    layer lists as an input (``scores``: that layer's ``inputs``), the ones listed by the most
+    units first, then by their summed |attribution|: the order in which they are rendered."""
+    if scores is None:
+        return []
+    count: dict[int, int] = {}
+    weight: dict[int, float] = {}
+    for row in scores:
+        for j in chosen_inputs(row):
+            if j not in shown:
+                count[j] = count.get(j, 0) + 1
+                weight[j] = weight.get(j, 0.0) + abs(float(row[j]))
+    return sorted(count, key=lambda j: (-count[j], -weight[j], j))
+
 
 @contextmanager
 def _spliced(model: nn.Module, name: str, replace) -> Iterator[None]:

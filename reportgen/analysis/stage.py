@@ -22,6 +22,7 @@ import numpy as np
 from ..progress import Progress
 from ..store import Store, canonical_key
 from .activations import LayerStats
+from .circuits import driver_channels
 
 EFFECTIVE_FIELD_IMAGES = 8  # reference images the effective receptive field is averaged over
 NORMALIZATION_IMAGES = 8  # reference images the BatchNorm statistics are compared on
@@ -41,7 +42,9 @@ class Analysis:
     class ``labels``, how the input normalization fits the weights (``normalization``), and the
     attributions between units and to classes (``circuits``: ``{layer: {"source": the layer
     before or None, "inputs": [units, source channels] or None, "promotes": [units, classes] or
-    None}}``, rows in the order of the layer's shown units)."""
+    None}}``, rows in the order of the layer's shown units), and the ``drivers`` of each layer: its
+    channels, other than the shown ones, that the next layer's shown units list as inputs, in the
+    order they are rendered (``circuits.driver_channels``)."""
 
     stats: dict[str, LayerStats]
     arrays: dict[str, np.ndarray]
@@ -58,6 +61,7 @@ class Analysis:
     labels: dict[int, str]
     normalization: dict | None
     circuits: dict[str, dict]
+    drivers: dict[str, list[int]]
 
 
 def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str, list[int]], config, refs,
@@ -67,9 +71,13 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     progress = progress or Progress()
     name, modules = loaded.name, [layer.module for layer in layers]
     stats, arrays = reference_stats(loaded, modules, refs, store, progress)
+    progress.stage(f"{name}: circuits")
+    links = circuits(loaded, layers, units, refs, arrays["used"], store)
+    following = dict(zip(modules, [*modules[1:], None]))  # the shown layer after each
+    drivers = {m: driver_channels(links[following[m]]["inputs"] if following[m] else None, units[m]) for m in modules}
     grid_images = [int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]]
     grid_units = {m: units[m][:LAYER_MAP_UNITS] for m in modules}
-    pairs = {m: map_pairs(stats[m], grid_images, grid_units[m], units[m]) for m in modules}
+    pairs = {m: map_pairs(stats[m], grid_images, grid_units[m], units[m] + drivers[m]) for m in modules}
     shown = list(dict.fromkeys(grid_images + [i for m in modules for i, _ in pairs[m]]))  # images pages show
     progress.stage(f"{name}: activation maps")
     maps_key = reference_maps(loaded, pairs, refs, store)
@@ -80,10 +88,8 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     magnitude = maco_magnitude(refs, arrays["used"], config.render.size, store) if config.render.param == "maco" else None
     photos = canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
     normalization = normalization_check(loaded, refs, arrays["used"], store)
-    progress.stage(f"{name}: circuits")
-    links = circuits(loaded, layers, units, refs, arrays["used"], store)
     return Analysis(stats, arrays, grid_images, grid_units, shown, maps_key, fields, erf_key, erfs, boxes, magnitude,
-                    photos, imagenet_labels(loaded.module), normalization, links)
+                    photos, imagenet_labels(loaded.module), normalization, links, drivers)
 
 
 def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
