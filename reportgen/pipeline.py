@@ -577,8 +577,12 @@ def _add_circuits(entry: dict, circuit: dict, labels: dict[int, str]) -> None:
     from .analysis.circuits import TOP_CLASSES, chosen_inputs
 
     scores, votes = circuit.get("inputs"), circuit.get("promotes")
-    for row, unit in enumerate(entry["units"]):
+    rows = {c: row for row, c in enumerate(circuit.get("units", []))}
+    for unit in entry["units"]:
         unit["inputs"] = unit["promotes"] = None
+        row = rows.get(unit["channel"])
+        if row is None:
+            continue
         if scores is not None:
             unit["inputs"] = [{"layer": circuit["source"], "channel": j, "score": float(scores[row][j])}
                               for j in chosen_inputs(scores[row])]

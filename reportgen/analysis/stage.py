@@ -41,8 +41,8 @@ class Analysis:
     neurons' ``boxes``), the ``maco`` spectrum, the canvas-sized ``photos`` to dream on, the
     class ``labels``, how the input normalization fits the weights (``normalization``), and the
     attributions between units and to classes (``circuits``: ``{layer: {"source": the layer
-    before or None, "inputs": [units, source channels] or None, "promotes": [units, classes] or
-    None}}``, rows in the order of the layer's shown units), and the ``drivers`` of each layer: its
+    before or None, "units": the shown units, "inputs": [units, source channels] or None,
+    "promotes": [units, classes] or None}}``, a row per shown unit), and the ``drivers`` of each layer: its
     channels, other than the shown ones, that the next layer's shown units list as inputs, in the
     order they are rendered (``circuits.driver_channels``)."""
 
@@ -231,8 +231,8 @@ def circuits(loaded, layers: list, units: dict[str, list[int]], refs, used: Sequ
                         except (RuntimeError, NotImplementedError):  # an op without forward-mode support
                             pass
         store.put_arrays(key, arrays or {"empty": np.zeros(0)})
-    return {m: {"source": before, "inputs": arrays.get(f"inputs|{m}"), "promotes": arrays.get(f"promotes|{m}")}
-            for before, m in zip([None, *modules], modules)}
+    return {m: {"source": before, "units": list(units[m]), "inputs": arrays.get(f"inputs|{m}"),
+                "promotes": arrays.get(f"promotes|{m}")} for before, m in zip([None, *modules], modules)}
 
 
 def normalization_check(loaded, refs, used: Sequence[int], store: Store) -> dict | None:
