@@ -152,7 +152,7 @@ def main(debug):
               help="Reference images each layer dreams on and inverts (0: none). Default: 2 (quick), 4, 8.")
 @click.option("--drivers", type=int, default=None,
               help="Also render the N channels of each layer that drive the most shown units of the next layer "
-                   "(0: none). Every driver a unit page names gets a page. Default: 8.")
+                   "(0: none). Every driver a unit page names gets a page. Default: 4 (quick), 8 (standard, full).")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="Folder of reference images (default: scikit-image photographs).")
 @click.option("--batch", type=int, default=None, help="Units optimized together (default: from free memory).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default report/).")

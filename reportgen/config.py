@@ -134,12 +134,13 @@ class Preset:
     classes: int  # class visualizations on the model page
     dreams: int  # reference images each layer dreams on and inverts
     samples: int  # random transforms per optimizer step (RenderSettings.samples)
+    drivers: int = 8  # extra renders a layer of the channels that drive the next layer's shown units
 
 
 PRESETS: dict[str, Preset] = {
     # quick: the default model's default build finishes in minutes on a 2-core CPU.
     "quick": Preset("quick", size=128, steps=128, units="8", neurons="4", variants="2", classes=8, dreams=2,
-                    samples=1),
+                    samples=1, drivers=4),
     # standard: what a GPU user publishes.
     "standard": Preset("standard", size=224, steps=512, units="16", neurons="8", variants="8", classes=24, dreams=4,
                        samples=2),
@@ -201,7 +202,7 @@ class BuildConfig:
     variants: int | None = 2  # second-seed, negative and diversity renders for the first N; None: all
     classes: int = 8  # class visualizations on each model page
     dreams: int = 2  # reference images each layer dreams on and inverts
-    drivers: int = 8  # extra channels of each layer rendered because they drive the next layer's shown units
+    drivers: int = 4  # extra channels of each layer rendered because they drive the next layer's shown units
     images: Path | None = None
     preset: str = "quick"
     render: RenderSettings = field(default_factory=RenderSettings)
@@ -266,8 +267,6 @@ def json_ready(value: Any) -> Any:
         return [json_ready(v) for v in value]
     return str(value) if isinstance(value, Path) else value
 
-
-DRIVERS = 8  # default --drivers
 
 CONFIG_KEYS = {
     "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "drivers", "images", "preset",
@@ -348,7 +347,7 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     neurons, variants = (_count_or_all(merged.get(key, getattr(preset, key)), key) for key in ("neurons", "variants"))
     classes, dreams = (_positive_int(merged.get(key, getattr(preset, key)), f"--{key}", minimum=0)
                        for key in ("classes", "dreams"))
-    drivers = _positive_int(merged.get("drivers", DRIVERS), "--drivers", minimum=0)
+    drivers = _positive_int(merged.get("drivers", preset.drivers), "--drivers", minimum=0)
     param = _text(merged, "param", "fft")
     if param not in PARAMS:
         raise UsageError(f"--param {param!r} is unknown; choose one of: {', '.join(PARAMS)}")

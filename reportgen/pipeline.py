@@ -381,6 +381,8 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
         entry["drivers"] = _layer_entry(name, layer, {c: channels[c] for c in drawn}, analysis.stats[m], report,
                                         config.seed, unrendered=[c for c in analysis.drivers[m] if c not in drawn]
                                         )["units"]
+        for driver in entry["drivers"]:  # the images its page shows (stage.map_pairs)
+            driver["top"] = driver["top"][:stage.DRIVER_TOP]
         _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), analysis.stats[m], report)
         _add_variants(loaded, entry, sets["channel", m].found,
                       {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity")}, report)

@@ -12,7 +12,8 @@ from reportgen.pipeline import build, rebuild_site
 
 def tiny_config(out: Path, **flags):
     base = {"model": ["test_efficientnet"], "weights": "none", "layers": "0,2,-1", "units": "3", "neurons": "1",
-            "variants": "1", "classes": 2, "dreams": 1, "steps": 6, "size": 32, "out": out, "preset": "quick"}
+            "variants": "1", "classes": 2, "dreams": 1, "steps": 6, "size": 32, "out": out, "preset": "quick",
+            "drivers": 0}  # drivers: their own test (counts here are of the other kinds)
     return resolve_build_config({**base, **flags})
 
 
@@ -39,7 +40,8 @@ def test_manifest_pages_and_site(built):
             assert (out / unit["render"]).is_file()
             assert "activation_ratio" in unit
             assert (out / "site" / model["slug"] / layer["slug"] / str(unit["channel"]) / "index.html").is_file()
-    assert (out / "site" / "index.html").is_file() and report.site.pages == 1 + 1 + 3 + 9
+    drivers = sum(len(layer["drivers"]) for layer in model["layers"])  # pages of channels the units name
+    assert (out / "site" / "index.html").is_file() and report.site.pages == 1 + 1 + 3 + 9 + drivers
     fields = [layer["rf"] for layer in model["layers"]]
     assert fields[0]["size"] == 3 and fields[1]["size"] > 3  # bn1 follows the 3x3 stem conv
     assert fields[2]["global"]  # test_efficientnet has squeeze-excite gates: bn2 sees the whole image
@@ -154,7 +156,8 @@ def test_site_command_needs_no_model(built, monkeypatch):
 
     monkeypatch.setattr(reportgen.models, "load_model", lambda *a, **k: pytest.fail("site loaded a model"))
     report = rebuild_site(out)
-    assert report.pages == 14 and (out / "site" / "index.html").is_file()
+    layers = json.loads((out / "manifest.json").read_text())["models"][0]["layers"]
+    assert report.pages == 14 + sum(len(layer["drivers"]) for layer in layers) and (out / "site" / "index.html").is_file()
 
 
 def test_site_refuses_a_manifest_of_another_version(tmp_path):
@@ -196,7 +199,7 @@ def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
 def test_real_lite0_weights_end_to_end(tmp_path):
     out = tmp_path / "lite0"
     report = build(resolve_build_config({"layers": "2,-1", "units": "2", "variants": "1", "classes": 0, "dreams": 0,
-                                         "steps": 24, "size": 64, "out": out}))
+                                         "steps": 24, "size": 64, "out": out, "drivers": 0}))
     # per layer 2 channels, 2 centre neurons, 1 second seed, negative and diversity (class
     # visualizations need more than 24 steps at 64 px: benchmarks/classes.py measures them)
     assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 3)
@@ -246,3 +249,28 @@ def test_own_image_folder_best_images_and_skipped_files(tmp_path):
     shown = [r["index"] for r in model["references"]["images"]]  # the first 16 readable, then each unit's top images
     assert len(shown) == len(set(shown)) and shown[:16] == sorted(shown[:16])
     assert {t["image"] for u in model["layers"][0]["units"] for t in u["top"]} <= set(shown)
+
+
+def test_drivers_of_the_next_layer_get_pages_and_the_strongest_a_render(tmp_path):
+    from reportgen.analysis.circuits import driver_channels
+
+    out = tmp_path / "report"
+    report = build(tiny_config(out, drivers=2))
+    assert report.exit_code == 0
+    layers = json.loads((out / "manifest.json").read_text())["models"][0]["layers"]
+    for layer, after in zip(layers, layers[1:]):
+        shown = {u["channel"] for u in layer["units"]}
+        named = {d["channel"] for u in after["units"] for d in u["inputs"]}  # every driver a page names
+        drivers = {d["channel"]: d for d in layer["drivers"]}
+        assert set(drivers) == named - shown and named  # each has an entry, none of them a shown unit
+        rendered = [c for c, d in drivers.items() if d["key"]]
+        assert len(rendered) == min(2, len(drivers)) and all(not d["failed"] for d in drivers.values())
+        counts = {c: sum(c in {d["channel"] for d in u["inputs"]} for u in after["units"]) for c in drivers}
+        assert min(counts[c] for c in rendered) >= max([counts[c] for c in drivers if c not in rendered], default=0)
+        for c, driver in drivers.items():  # a page each, saying which units it drives
+            assert {f["channel"] for f in driver["feeds"]} == {u["channel"] for u in after["units"]
+                                                                if c in {d["channel"] for d in u["inputs"]}}
+            page = (out / "site" / "test_efficientnet" / layer["slug"] / str(c) / "index.html").read_text()
+            assert ("Not rendered" in page) == (c not in rendered)
+    assert layers[-1]["drivers"] == []  # no layer after the last
+    assert driver_channels(None, [0]) == []

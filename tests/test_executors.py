@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # a local Ray cluster per module
 
 def config(out: Path, **flags):
     base = {"model": ["test_efficientnet"], "weights": "none", "layers": "0,-1", "units": "4", "neurons": "1",
-            "variants": "1", "classes": 2, "dreams": 1, "steps": 8, "size": 32, "batch": 2, "out": out}
+            "variants": "1", "classes": 2, "dreams": 1, "steps": 8, "size": 32, "batch": 2, "out": out, "drivers": 0}
     return resolve_build_config({**base, **flags})
 
 
@@ -86,7 +86,8 @@ def assert_same_report(out: Path, reference: Path):
     store, reference_store = Store(out / ".cache"), Store(reference / ".cache")
     for key, _ in found.values():  # the same images, to the byte
         assert store.read("renders", key, ".png") == reference_store.read("renders", key, ".png")
-    assert pages(out) == pages(reference) and len(pages(out)) == 2 + 2 * 4
+    drivers = sum(len(layer["drivers"]) for layer in model["layers"])  # pages of the channels the units name
+    assert pages(out) == pages(reference) and len(pages(out)) == 2 + 2 * 4 + drivers
     assert sorted(p.relative_to(out / "site") for p in (out / "site").rglob("*.html")) == \
         sorted(p.relative_to(reference / "site") for p in (reference / "site").rglob("*.html"))
     return model

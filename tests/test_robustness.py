@@ -24,7 +24,8 @@ from reportgen.pipeline import build
 from helpers import assert_one_line_error, run
 
 TINY = ["--model", "test_efficientnet", "--weights", "none", "--layers", "0,2,-1", "--units", "4",
-        "--variants", "0", "--classes", "0", "--dreams", "0", "--steps", "60", "--size", "48", "--batch", "2", "-q"]
+        "--variants", "0", "--classes", "0", "--dreams", "0", "--drivers", "0", "--steps", "60", "--size", "48",
+        "--batch", "2", "-q"]
 
 
 def reportgen(*args):
@@ -239,8 +240,10 @@ def test_hostile_names_are_inert_and_stay_inside_out(tmp_path):
     out = tmp_path / "out"
     report = build(resolve_build_config({"model": [factory.__name__], "weights": "none", "layers": "all",
                                          "units": "2", "steps": 3, "size": 48, "out": out,
-                                         "variants": "0", "classes": 0, "dreams": 0}))
-    assert report.exit_code == 0 and report.site.pages == 1 + 1 + 3 + 6
+                                         "variants": "0", "classes": 0, "dreams": 0, "drivers": 0}))
+    layers = json.loads((out / "manifest.json").read_text())["models"][0]["layers"]
+    drivers = sum(len(layer["drivers"]) for layer in layers)  # pages of the channels the units name
+    assert report.exit_code == 0 and report.site.pages == 1 + 1 + 3 + 6 + drivers
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written beside --out
     for page in (out / "site").rglob("*.html"):
         text = page.read_text()

@@ -29,6 +29,7 @@ NORMALIZATION_IMAGES = 8  # reference images the BatchNorm statistics are compar
 REF_THUMBS_ON_MODEL_PAGE = 16  # reference images on the model page, and rows of each layer's map table
 LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
 CIRCUIT_IMAGES = 8  # reference images the circuit attributions are averaged over
+DRIVER_TOP = 3  # top reference images on a driver's page (a unit's page shows all it has, 5)
 LATE_LAYERS = 2 / 3  # layers from this share of the catalogue on are late: their units' classes are shown
 
 
@@ -77,7 +78,7 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     drivers = {m: driver_channels(links[following[m]]["inputs"] if following[m] else None, units[m]) for m in modules}
     grid_images = [int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]]
     grid_units = {m: units[m][:LAYER_MAP_UNITS] for m in modules}
-    pairs = {m: map_pairs(stats[m], grid_images, grid_units[m], units[m] + drivers[m]) for m in modules}
+    pairs = {m: map_pairs(stats[m], grid_images, grid_units[m], units[m], drivers[m]) for m in modules}
     shown = list(dict.fromkeys(grid_images + [i for m in modules for i, _ in pairs[m]]))  # images pages show
     progress.stage(f"{name}: activation maps")
     maps_key = reference_maps(loaded, pairs, refs, store)
@@ -113,11 +114,13 @@ def reference_stats(loaded, modules: list[str], refs, store: Store, progress) ->
 
 
 def map_pairs(stats: LayerStats, grid_images: Sequence[int], grid_units: Sequence[int],
-              units: Sequence[int]) -> list[tuple[int, int]]:
+              units: Sequence[int], drivers: Sequence[int] = ()) -> list[tuple[int, int]]:
     """The (image, channel) pairs whose maps a layer's pages show: the layer page's grid, then each
-    shown unit's top images (its unit page), each pair once."""
+    shown unit's top images (its unit page) and each driver's first ``DRIVER_TOP`` (its page),
+    each pair once."""
     pairs = [(int(i), int(c)) for i in grid_images for c in grid_units]
     pairs += [(int(i), int(c)) for c in units for i in stats.top_index[c] if i >= 0]
+    pairs += [(int(i), int(c)) for c in drivers for i in stats.top_index[c][:DRIVER_TOP] if i >= 0]
     return list(dict.fromkeys(pairs))
 
 
