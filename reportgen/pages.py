@@ -64,7 +64,7 @@ def ratio_flag(unit: dict) -> dict | None:
     positive mean (it is then undefined) or when the best image's mean is a small fraction of the
     unit's peak at one position (the unit fires on the photos only in small spots, so the
     denominator is small and the ratio inflated)."""
-    if unit.get("failed"):
+    if unit.get("failed") or unit.get("rendered") is False:  # no render: no ratio to read
         return None
     ref_max, peak = unit.get("ref_max"), unit.get("ref_peak")
     if unit.get("dead"):

@@ -220,6 +220,7 @@ def test_ratios_that_mislead_are_flagged_with_their_reason():
     assert pages.ratio_flag(unit(ref_max=-0.1))["short"] == "no ratio"
     assert pages.ratio_flag(unit(ref_max=None, dead=True))["short"] == "never fires"
     assert pages.ratio_flag(unit(failed=True, ref_max=0.0)) is None  # a failed render says so itself
+    assert pages.ratio_flag(unit(rendered=False, ref_max=0.0)) is None  # a driver shown without a render
 
     model = sample_manifest()["models"][0]
     layer = model["layers"][0]
