@@ -31,6 +31,7 @@ LAYER_MAP_UNITS = 8  # columns of a layer's map table: its first shown units
 CIRCUIT_IMAGES = 8  # reference images the circuit attributions are averaged over
 DRIVER_TOP = 3  # top reference images on a driver's page (a unit's page shows all it has, 5)
 LATE_LAYERS = 2 / 3  # layers from this share of the catalogue on are late: their units' classes are shown
+CIRCUIT_UNITS = 64  # the first shown units of a layer that get a circuit (one backward and one forward-mode pass each)
 
 
 @dataclass
@@ -202,14 +203,16 @@ def circuits(loaded, layers: list, units: dict[str, list[int]], refs, used: Sequ
     """Attributions over the first ``CIRCUIT_IMAGES`` readable reference images (``circuits.py``):
     for each layer after the first shown one, its shown units' attribution to each channel of the
     shown layer before it; for each late layer (from ``LATE_LAYERS`` of the catalogue on) of a
-    model with a classifier, its shown units' attribution to each class. Cached by weights, layers,
-    units and images. See ``Analysis.circuits`` for the shape."""
+    model with a classifier, its shown units' attribution to each class. Only the first
+    ``CIRCUIT_UNITS`` shown units of a layer (a ``full`` report has thousands). Cached by weights,
+    layers, units and images. See ``Analysis.circuits`` for the shape."""
     from ..layers import catalogue
     from .activations import model_input
     from .circuits import inputs, promotes
     from .references import iter_batches
 
     modules = [layer.module for layer in layers]
+    units = {m: list(units[m][:CIRCUIT_UNITS]) for m in modules}
     images = [int(i) for i in used[:CIRCUIT_IMAGES]]
     key = canonical_key({"kind": "circuits", "v": 1, "model": loaded.name, "weights": loaded.weights.digest,
                          "layers": modules, "units": {m: units[m] for m in modules}, "refs": refs.digest,
