@@ -15,20 +15,18 @@ own, named by ``--node-modules``) and Debian's chromium:
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import http.server
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from browser import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
 
 COMPRESSED = {".html", ".css", ".js", ".json", ".svg", ".xml", ".txt"}  # Pages gzips text, not images
 
@@ -50,23 +48,10 @@ class _GzipHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "max-age=600")  # Pages' own
         self.end_headers()
-        import io
         return io.BytesIO(body)
 
     def log_message(self, *args):
         pass
-
-
-@contextmanager
-def serve_gzip(folder: Path):
-    handler = functools.partial(_GzipHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def lighthouse(url: str, node_modules: Path) -> dict:
@@ -127,7 +112,7 @@ def main() -> None:
     print("| page | performance | accessibility | best practices | SEO | LCP s | CLS | KiB | axe violations |")
     print("|---|---|---|---|---|---|---|---|---|")
     details = []
-    with serve_gzip(args.site) as base:
+    with serve(args.site, _GzipHandler) as base:
         for page in args.pages:
             lh, ax = lighthouse(base + page, args.node_modules), axe(base + page, args.node_modules)
             impacts = ", ".join(f"{n} {k}" for k, n in sorted(ax["axe"].items())) or "none"

@@ -123,6 +123,11 @@ def unit_image(model: dict, layer: dict, channel: int) -> str:
     return f"docs/{model['slug']}/{layer['slug']}/img/{channel}.webp"
 
 
+def with_pages(layer: dict) -> list[dict]:
+    """Every entry of a layer that has a unit page: its shown units, then its drivers."""
+    return [*layer["units"], *layer.get("drivers", [])]
+
+
 def render_home(manifest: dict) -> str:
     return _template("home.md.j2").render(manifest=manifest, models=manifest["models"])
 
@@ -135,7 +140,7 @@ def render_layer(model: dict, index: int) -> str:
     layers = model["layers"]
     layer = layers[index]
     refs = {r["index"]: r for r in model["references"]["images"]}
-    shown = {u["channel"] for u in [*layer["units"], *layer.get("drivers", [])]}  # the channels with a page
+    shown = {u["channel"] for u in with_pages(layer)}
     return _template("layer.md.j2").render(
         model=model, layer=layer, map_rows=[refs[i] for i in layer["maps"]["images"] if i in refs],
         map_units=layer["maps"]["units"], shown=shown,
@@ -150,18 +155,15 @@ def render_unit(model: dict, layer: dict, position: int, group: str = "units") -
     unit = units[position]
     refs = {r["index"]: r for r in model["references"]["images"]}
     top = [{**t, "ref": refs[t["image"]]} for t in unit["top"] if t["image"] in refs]
-    shown = {u["channel"] for u in [*layer["units"], *layer.get("drivers", [])]}  # the layer's units with a page
+    shown = {u["channel"] for u in with_pages(layer)}
     from .analysis.stage import CIRCUIT_IMAGES
 
     return _template("unit.md.j2").render(
         model=model, layer=layer, unit=unit, top=top, shown=shown, curve=_curve_svg(unit["curve"]),
         layers_by_module={entry["module"]: entry for entry in model["layers"]}, circuit_images=CIRCUIT_IMAGES,
         feeds=unit.get("feeds") or [],
-        shown_in={entry["module"]: {u["channel"] for u in entry["units"]} for entry in model["layers"]},
-        pages_in={entry["module"]: {u["channel"] for u in [*entry["units"], *entry.get("drivers", [])]}
-                  for entry in model["layers"]},
-        rendered_in={entry["module"]: {u["channel"] for u in [*entry["units"], *entry.get("drivers", [])] if u["key"]}
-                     for entry in model["layers"]},
+        pages_in={entry["module"]: {u["channel"] for u in with_pages(entry)} for entry in model["layers"]},
+        rendered_in={entry["module"]: {u["channel"] for u in with_pages(entry) if u["key"]} for entry in model["layers"]},
         prev=units[position - 1] if position > 0 else None,
         next=units[position + 1] if position + 1 < len(units) else None,
     )
@@ -214,7 +216,7 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
     thumbnails by image index), the crop of each unit's top images (``originals``, at the model's
     input size) around its strongest position (``field_crop_box``) and the effective receptive
     field. Everything comes from the store."""
-    for unit in [*layer["units"], *layer.get("drivers", [])]:
+    for unit in with_pages(layer):
         c = unit["channel"]
         stored = store.get_render(unit["key"]) if unit["key"] else None
         if stored is not None:
@@ -249,7 +251,7 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
         for (i, c), heat in zip(pairs, positive):
             if i in photos:
                 yield f"maps/{i}-{c}.webp", heat_overlay(photos[i], heat / max(peak[c], 1e-12))
-        tops = {(t["image"], u["channel"]) for u in [*layer["units"], *layer.get("drivers", [])] for t in u["top"]}
+        tops = {(t["image"], u["channel"]) for u in with_pages(layer) for t in u["top"]}
         for (i, c), value in zip(pairs, values):
             if (i, c) in tops and i in (originals or {}) and np.isfinite(value).any():
                 row, col = np.unravel_index(int(np.nanargmax(value)), value.shape)

@@ -25,7 +25,7 @@ from .config import BuildConfig
 from .errors import OutputDirError, ReportgenError, StoreError, UsageError
 from .manifest import (MARKER, check_out, merge_model, prepare_out, read_manifest, read_shard_records,
                        write_manifest, write_shard_record)
-from .pages import slug, unit_image
+from .pages import slug, unit_image, with_pages
 from .progress import Progress
 from .store import Store, atomic_write, exclusive
 
@@ -600,8 +600,7 @@ def _add_circuits(entry: dict, circuit: dict, labels: dict[int, str]) -> None:
 def _add_feeds(layers: list[dict]) -> None:
     """The other direction of ``inputs``: each unit and driver gets ``feeds``, the shown units of
     the next layer that list it as an input, with the same score."""
-    by_channel = {(layer["module"], u["channel"]): u for layer in layers
-                  for u in [*layer["units"], *layer.get("drivers", [])]}
+    by_channel = {(layer["module"], u["channel"]): u for layer in layers for u in with_pages(layer)}
     for unit in by_channel.values():
         unit["feeds"] = []
     for layer in layers:

@@ -244,8 +244,6 @@ def test_activation_maps_are_a_colour_scale_over_the_photo_in_grey():
 
 
 def test_a_small_receptive_field_is_drawn_enlarged(tmp_path):
-
-
     store = Store(tmp_path / ".cache")
     model = sample_manifest(store)["models"][0]
     layer = model["layers"][0]  # rf 3 px on a 64 px input
