@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import http.server
+import io
 import shutil
 import sys
 import threading
@@ -22,9 +23,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @contextmanager
-def serve(folder: Path):
-    """Serve ``folder`` over HTTP on a free localhost port; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+def serve(folder: Path, handler_class=None):
+    """Serve ``folder`` over HTTP on a free localhost port (with ``handler_class``, a
+    ``SimpleHTTPRequestHandler``; default: the plain one, quiet); yields the base URL."""
+    handler = functools.partial(handler_class or _QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -58,7 +60,6 @@ class _PagesHandler(_QuietHandler):
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        import io
         return io.BytesIO(body)
 
 
@@ -107,23 +108,16 @@ def check_404_under_subpath(site: Path) -> None:
     page: its stylesheet and script load (the site was built with its address)."""
     from playwright.sync_api import sync_playwright
 
-    handler = functools.partial(_PagesHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     failed: list[str] = []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "/no/such/" not in r.url else None)
-            response = page.goto(f"http://127.0.0.1:{server.server_address[1]}/repo/no/such/page.html")
-            assert response.status == 404
-            page.wait_for_load_state("networkidle")
-            styled = page.evaluate("getComputedStyle(document.querySelector('.md-header')).position")
-            browser.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(site, _PagesHandler) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "/no/such/" not in r.url else None)
+        response = page.goto(f"{base}repo/no/such/page.html")
+        assert response.status == 404
+        page.wait_for_load_state("networkidle")
+        styled = page.evaluate("getComputedStyle(document.querySelector('.md-header')).position")
+        browser.close()
     assert not failed, f"the 404 page's assets did not load: {failed[:5]}"
     assert styled == "sticky", f"the 404 page is unstyled (header position {styled!r})"
 
@@ -219,8 +213,10 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         page.goto(base)
         page.locator(".md-search__input").click()
         page.keyboard.type(f"unit {channel}", delay=30)
-        wanted = page.locator(f'.md-search-result__item > a[href*="/{channel}/index.html?h="]')
-        expect(wanted.first).to_be_visible(timeout=15000)  # results update as one types: wait for the last
+        # results update as one types: wait for those of the whole query (the theme puts its words in ?h=)
+        done = page.locator(f'.md-search-result__item > a[href*="h={channel}+unit"], '
+                            f'.md-search-result__item > a[href*="h=unit+{channel}"]')
+        expect(done.first).to_be_visible(timeout=15000)
         hrefs = page.locator(".md-search-result__item > a").evaluate_all("links => links.map(a => a.href)")[:3]
         assert all(re.search(r"/\d+/index\.html", h) for h in hrefs), hrefs  # unit pages first, layer pages
         # (whose captions name the unit too) after them; the theme also matches prefixes (unit 1 finds unit 14)
