@@ -153,6 +153,9 @@ def main(debug):
 @click.option("--drivers", type=int, default=None,
               help="Also render the N channels of each layer that drive the most shown units of the next layer "
                    "(0: none). Every driver a unit page names gets a page. Default: 4 (quick), 8 (standard, full).")
+@click.option("--groups", type=int, default=None,
+              help="Factor each layer's activations into N neuron groups (NMF over every position of the reference "
+                   "images) and render each (0: none). Default: 6.")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="Folder of reference images (default: scikit-image photographs).")
 @click.option("--batch", type=int, default=None, help="Units optimized together (default: from free memory).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default report/).")
@@ -170,7 +173,7 @@ def main(debug):
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @_handle_errors
 def build(models, weights, preset, size, steps, device, seed, param, threads, objective, penalty, layers, units,
-          neurons, variants, classes, dreams, drivers, images, batch, out, config_file, no_site, store, executor,
+          neurons, variants, classes, dreams, drivers, groups, images, batch, out, config_file, no_site, store, executor,
           ray_address, shard, quiet):
     """Render the selected units of each model and build the report site."""
     _set_threads(threads)
@@ -181,7 +184,7 @@ def build(models, weights, preset, size, steps, device, seed, param, threads, ob
         {"model": list(models), "weights": weights, "preset": preset, "size": size, "steps": steps, "device": device,
          "seed": seed, "param": param, "objective": objective, "penalty": penalty, "layers": layers, "units": units,
          "neurons": neurons, "variants": variants,
-         "classes": classes, "dreams": dreams, "drivers": drivers, "images": images, "batch": batch, "out": out,
+         "classes": classes, "dreams": dreams, "drivers": drivers, "groups": groups, "images": images, "batch": batch, "out": out,
          "site": False if no_site else None, "store": store, "executor": executor, "ray_address": ray_address,
          "shard": shard},
         config_file,

@@ -135,6 +135,7 @@ class Preset:
     dreams: int  # reference images each layer dreams on and inverts
     samples: int  # random transforms per optimizer step (RenderSettings.samples)
     drivers: int = 8  # extra renders a layer of the channels that drive the next layer's shown units
+    groups: int = 6  # neuron groups a layer's activations are factored into (NMF), each rendered
 
 
 PRESETS: dict[str, Preset] = {
@@ -203,6 +204,7 @@ class BuildConfig:
     classes: int = 8  # class visualizations on each model page
     dreams: int = 2  # reference images each layer dreams on and inverts
     drivers: int = 4  # extra channels of each layer rendered because they drive the next layer's shown units
+    groups: int = 6  # neuron groups per layer (analysis.groups), each rendered; 0 for none
     images: Path | None = None
     preset: str = "quick"
     render: RenderSettings = field(default_factory=RenderSettings)
@@ -232,6 +234,7 @@ class BuildConfig:
             "classes": self.classes,
             "dreams": self.dreams,
             "drivers": self.drivers,
+            "groups": self.groups,
             "images": str(self.images) if self.images else "scikit-image",
             "preset": self.preset,
             "render": self.render.to_dict(),
@@ -269,9 +272,8 @@ def json_ready(value: Any) -> Any:
 
 
 CONFIG_KEYS = {
-    "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "drivers", "images", "preset",
-    "size",
-    "steps", "param", "device", "batch", "seed", "out", "site", "store", "executor", "ray_address", "shard",
+    "model", "weights", "layers", "units", "neurons", "variants", "classes", "dreams", "drivers", "groups", "images",
+    "preset", "size", "steps", "param", "device", "batch", "seed", "out", "site", "store", "executor", "ray_address", "shard",
     "objective", "penalty",
 }
 EXECUTORS = ("local", "ray")
@@ -348,6 +350,7 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
     classes, dreams = (_positive_int(merged.get(key, getattr(preset, key)), f"--{key}", minimum=0)
                        for key in ("classes", "dreams"))
     drivers = _positive_int(merged.get("drivers", preset.drivers), "--drivers", minimum=0)
+    groups = _positive_int(merged.get("groups", preset.groups), "--groups", minimum=0)
     param = _text(merged, "param", "fft")
     if param not in PARAMS:
         raise UsageError(f"--param {param!r} is unknown; choose one of: {', '.join(PARAMS)}")
@@ -384,6 +387,7 @@ def resolve_build_config(flags: dict[str, Any], config_file: Path | None = None)
         classes=classes,
         dreams=dreams,
         drivers=drivers,
+        groups=groups,
         images=Path(images) if images else None,
         preset=preset_name,
         render=RenderSettings(size=size, steps=steps, param=param, samples=preset.samples, objective=objective,

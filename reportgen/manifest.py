@@ -15,7 +15,7 @@ from .errors import OutputDirError
 from .store import atomic_write
 
 MARKER = ".reportgen"  # marks a folder reportgen created; it refuses other non-empty folders
-MANIFEST_SCHEMA = 7  # bump when manifest fields change: older manifests are then not reused
+MANIFEST_SCHEMA = 8  # bump when manifest fields change: older manifests are then not reused
 
 
 def check_out(out: Path) -> None:

@@ -215,7 +215,8 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
     zoomed into it), DeepDreams and inversions, activation-map overlays on ``photos`` (reference
     thumbnails by image index), the crop of each unit's top images (``originals``, at the model's
     input size) around its strongest position (``field_crop_box``) and the effective receptive
-    field. Everything comes from the store."""
+    field, and each neuron group's render and its presence on the photos where it is present most.
+    Everything comes from the store."""
     for unit in with_pages(layer):
         c = unit["channel"]
         stored = store.get_render(unit["key"]) if unit["key"] else None
@@ -257,6 +258,19 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
                 row, col = np.unravel_index(int(np.nanargmax(value)), value.shape)
                 yield f"crops/{i}-{c}.webp", zoom(originals[i], field_crop_box(layer, int(row), int(col), input_side),
                                                   CROP_SIDE)
+    for group in layer.get("groups", []):
+        stored = store.get_render(group["key"]) if group["key"] else None
+        if stored is not None:
+            yield f"groups/{group['index']}.webp", stretch(stored.image())[0]
+    fit = layer.get("group_fit")
+    presence = (store.get_arrays(fit["key"]) or {}) if fit else {}
+    if f"maps|{layer['module']}" in presence:
+        tops, values = presence[f"top|{layer['module']}"], presence[f"maps|{layer['module']}"].astype(np.float32)
+        for group in layer["groups"]:
+            g = group["index"]
+            for j, i in enumerate(tops[g]):
+                if int(i) in photos:
+                    yield f"maps/group-{g}-{int(i)}.webp", heat_overlay(photos[int(i)], values[g, j])
     erf = store.get_arrays(layer["erf"]["key"]) or {}
     heat = erf.get(f"erf|{layer['module']}")
     if heat is not None:

@@ -295,6 +295,9 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         for kind in PHOTO_KINDS:
             sets[kind, m] = plan_renders(loaded, kind, m, sorted(analysis.photos), config, store, report,
                                          photos=analysis.photos)
+        if m in analysis.groups:
+            vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(analysis.groups[m]["vectors"])}
+            sets["group", m] = plan_renders(loaded, "group", m, list(vectors), config, store, report, vectors=vectors)
     sets["class", LOGITS] = plan_renders(loaded, "class", LOGITS, classes, config, store, report, names=analysis.labels)
     jobs = [job for rendered in sets.values() for job in rendered.jobs]
     if config.shard:
@@ -388,6 +391,9 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
                       {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity")}, report)
         entry["dreams"] = _dreams(loaded, m, found("dream", m), found("inversion", m), report)
         _add_circuits(entry, analysis.circuits.get(m) or {}, analysis.labels)
+        entry["groups"] = _groups(name, m, analysis.groups.get(m), found("group", m) if ("group", m) in sets else {},
+                                  analysis.shown, report)
+        entry["group_fit"] = _group_fit(analysis.groups.get(m), analysis.groups_key)
         entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
                      maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
         layer_entries.append(entry)
@@ -595,6 +601,49 @@ def _add_circuits(entry: dict, circuit: dict, labels: dict[int, str]) -> None:
                                 for k in order[:TOP_CLASSES] if values[k] > 0]
     for unit in entry.get("drivers", []):
         unit["inputs"] = unit["promotes"] = None
+
+
+def _groups(model_name: str, layer: str, fit: dict | None, found: dict, shown: Sequence[int],
+            report: BuildReport) -> list[dict]:
+    """A layer's neuron groups for the manifest (``stage.groups``), largest share first: each with
+    its render (``None`` if it failed or is still to come), its share of the layer's activation, the
+    units that weigh most in it, the reference images where it is present most and its render's
+    mean along the mix against the best of those images'."""
+    from .analysis.stage import GROUP_UNITS
+
+    if not fit:
+        return []
+    groups = []
+    for g, vector in enumerate(fit["vectors"]):
+        stored = found.get(g)
+        if g in found and stored is None:
+            report.failed.append(f"{model_name} {layer} group {g}")
+        meta = {} if stored is None else stored.meta
+        activation, best = meta.get("activation"), _finite(fit["best"][g])
+        weights = sorted(((float(w), c) for c, w in enumerate(vector) if w > 0), reverse=True)[:GROUP_UNITS]
+        groups.append({
+            "index": g,
+            "key": None if stored is None else stored.key,
+            "failed": g in found and stored is None,
+            "share": float(fit["share"][g]),
+            "units": [{"channel": c, "weight": w} for w, c in weights],
+            "top": [{"image": int(i), "presence": float(p)} for i, p in zip(fit["top"][g], fit["presence"][g])
+                    if i >= 0 and int(i) in shown],
+            "activation": activation,
+            "ref_max": best,
+            "activation_ratio": activation / best if activation is not None and best and best > 0 else None,
+            "objective": meta.get("objective"),
+            "seconds": meta.get("seconds", 0.0),
+        })
+    return groups
+
+
+def _group_fit(fit: dict | None, key: str) -> dict | None:
+    """How a layer's neuron groups were fitted: on how many images and positions, to what error."""
+    if not fit:
+        return None
+    return {"key": key, "count": len(fit["vectors"]), "error": fit["error"], "positions": fit["positions"],
+            "images": fit["images"]}
 
 
 def _add_feeds(layers: list[dict]) -> None:

@@ -8,6 +8,7 @@ Per layer and unit, one of ``UNIT_KINDS``:
 - ``negative``: the channel minimized (what the unit hates);
 - ``diversity``: ``DIVERSITY_K`` variants pushed apart, stored side by side as one strip.
 
+Per layer: ``group`` renders, one per neuron group (``analysis.groups``: a channel mix, maximized).
 Per model: ``class`` visualizations (a class logit, maximized). Per layer and reference photo:
 ``dream`` (DeepDream) and ``inversion``. Channel renders also store the unit's mean under held-out
 perturbations (``optvis.trust``), and every render whether it is flat.
@@ -36,9 +37,10 @@ from .store import Store, StoredRender, canonical_key
 
 UNIT_KINDS = ("channel", "neuron", "second-seed", "negative", "diversity")
 PHOTO_KINDS = ("dream", "inversion")
+BATCHED_KINDS = (*UNIT_KINDS, "group")  # cut into chunks of the batch size (the others render in one batch)
 # The order a build renders in, a phase at a time: the site is written after each one, so the
 # channel renders of every layer are browsable long before the extras are done.
-PHASES = (("channel renders", ("channel",)), ("centre neurons", ("neuron",)),
+PHASES = (("channel renders", ("channel",)), ("neuron groups", ("group",)), ("centre neurons", ("neuron",)),
           ("variants", ("second-seed", "negative", "diversity")), ("DeepDreams and inversions", PHOTO_KINDS),
           ("class visualizations", ("class",)))
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
@@ -51,7 +53,7 @@ class RenderJob:
     """One batch to optimize: ``kind`` renders of ``ids`` (a whole chunk) of ``layer``, of which
     ``todo`` are missing from the store. ``box`` is a neuron render's receptive field, ``names``
     the class names of a class job, ``photos`` the canvas-sized photos of a dream or inversion job
-    (one per id)."""
+    and ``vectors`` the channel mixes of a group job (one per id)."""
 
     kind: str
     layer: str
@@ -62,14 +64,16 @@ class RenderJob:
     box: tuple[int, int, int, int] | None = None
     names: tuple[str, ...] = ()
     photos: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
+    vectors: tuple[tuple[float, ...], ...] = field(default=(), compare=False, repr=False)
 
     def part(self, ids: Sequence[int]) -> "RenderJob":
-        """The same job for ``ids`` (some of its own) only, with their names and photos."""
+        """The same job for ``ids`` (some of its own) only, with their names, photos and vectors."""
         keep = [i for i, c in enumerate(self.ids) if c in ids]
         return dataclasses.replace(self, ids=tuple(self.ids[i] for i in keep),
                                    todo=tuple(c for c in self.todo if c in ids),
                                    names=tuple(self.names[i] for i in keep) if self.names else (),
-                                   photos=tuple(self.photos[i] for i in keep) if self.photos else ())
+                                   photos=tuple(self.photos[i] for i in keep) if self.photos else (),
+                                   vectors=tuple(self.vectors[i] for i in keep) if self.vectors else ())
 
 
 @dataclass
@@ -101,11 +105,12 @@ class RenderSet:
 
 def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store, report,
          box: tuple[int, int, int, int] | None = None, names: dict[int, str] | None = None,
-         photos: dict[int, tuple[np.ndarray, str]] | None = None) -> RenderSet:
+         photos: dict[int, tuple[np.ndarray, str]] | None = None,
+         vectors: dict[int, tuple[float, ...]] | None = None) -> RenderSet:
     """Key every render of ``kind`` for ``ids`` of ``layer``, read those the store has, and make a
     job for each chunk with any missing. ``box``: a neuron render's receptive field; ``names``:
     class names by class id; ``photos``: ``{index: (canvas-sized photo, digest)}`` for dreams and
-    inversions. Found renders count as cached in ``report``."""
+    inversions; ``vectors``: each group's channel mix by group id. Found renders count as cached in ``report``."""
     from .optvis.render import DIVERSITY_K, choose_batch, class_settings
 
     ids = list(ids)
@@ -113,10 +118,11 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
     constants = recipe()
     keys = {i: render_key(loaded, kind, layer, i, settings, config.seed, box=box,
                           name=(names or {}).get(i, "") if kind == "class" else "",
-                          photo=photos[i][1] if photos else None, constants=constants) for i in ids}
+                          photo=photos[i][1] if photos else None, vector=(vectors or {}).get(i),
+                          constants=constants) for i in ids}
     found = {i: store.get_render(keys[i]) for i in ids}
     report.cached += sum(stored is not None for stored in found.values())
-    if kind in UNIT_KINDS:
+    if kind in BATCHED_KINDS:
         batch = choose_batch(loaded, len(ids), config.batch)
         batch = max(1, batch // DIVERSITY_K) if kind == "diversity" else batch
     else:  # classes, dreams and inversions: one batch
@@ -129,7 +135,8 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
             jobs.append(RenderJob(kind, layer, chunk, todo, settings, config.seed,
                                   box=None if box is None else tuple(box),
                                   names=tuple((names or {}).get(i, "") for i in chunk) if kind == "class" else (),
-                                  photos=tuple(photos[i][0] for i in chunk) if photos else ()))
+                                  photos=tuple(photos[i][0] for i in chunk) if photos else (),
+                                  vectors=tuple(vectors[i] for i in chunk) if vectors else ()))
     return RenderSet(kind, layer, loaded.name, keys, found, jobs)
 
 
@@ -216,6 +223,9 @@ def _render(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step
     if kind == "diversity":
         groups = render.render_diversity(loaded, layer, chunk, settings, seed, on_step=on_step, magnitude=magnitude)
         return [render.side_by_side(group) for group in groups]
+    if kind == "group":
+        return render.render_groups(loaded, layer, chunk, job.vectors, settings, seed, on_step=on_step,
+                                    magnitude=magnitude)
     if kind == "class":
         return render.render_classes(loaded, chunk, settings, seed, names=job.names, magnitude=magnitude,
                                      on_step=on_step)
@@ -223,7 +233,7 @@ def _render(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step
         function = deep_dream if kind == "dream" else invert
         return function(loaded, layer, list(job.photos), settings, seed, indices=chunk, on_step=on_step)
     if kind not in ("channel", "second-seed"):
-        raise ValueError(f"unknown render kind {kind!r}; use one of {', '.join((*UNIT_KINDS, 'class', *PHOTO_KINDS))}")
+        raise ValueError(f"unknown render kind {kind!r}; use one of {', '.join((*BATCHED_KINDS, 'class', *PHOTO_KINDS))}")
     results = render.render_channels(loaded, layer, chunk, settings, seed + (kind == "second-seed"), on_step=on_step,
                                      magnitude=magnitude)
     perturbed = perturbed_scores(loaded, Channel(layer, tuple(chunk)), [r.image for r in results])
@@ -242,7 +252,7 @@ RECIPE_ALSO = (("reportgen.images", "FLAT_STD"),)  # elsewhere, but stored with 
 # How many units share a batch is not in the key: a resumed or sharded build finds its renders
 # whatever --batch says (batched kernels may differ from unbatched ones in the last bits only);
 # nor is the order in which a build renders its kinds (PHASES).
-NOT_IN_KEY = frozenset({"GPU_BATCH", "CPU_BATCH", "UNIT_KINDS", "PHOTO_KINDS", "PHASES", "RECIPE_MODULES",
+NOT_IN_KEY = frozenset({"GPU_BATCH", "CPU_BATCH", "UNIT_KINDS", "PHOTO_KINDS", "BATCHED_KINDS", "PHASES", "RECIPE_MODULES",
                         "RECIPE_ALSO", "NOT_IN_KEY"})
 _CONSTANT = re.compile(r"_?[A-Z][A-Z0-9_]*")
 
@@ -266,19 +276,20 @@ def recipe() -> dict[str, object]:
 
 def render_key(loaded, kind: str, layer: str, index: int, settings: RenderSettings, seed: int,
                box: tuple[int, int, int, int] | None = None, name: str = "", photo: str | None = None,
-               constants: dict | None = None) -> str:
+               vector: tuple[float, ...] | None = None, constants: dict | None = None) -> str:
     """The store key of one render of ``kind``: what it optimizes (its objective's own ``to_dict``,
     from ``optvis.render.render_objective``), every setting the loop reads (``settings``), every
     constant of the render code (``constants``, default ``recipe()``), the model, its weights and
     how they are fed (preprocessing, resized input), the build seed, and the neuron's ``box`` or the
-    ``photo``'s digest. ``name`` is a class's name. Two renders share a key only if they make the
+    ``photo``'s digest. ``name`` is a class's name, ``vector`` a group's channel mix. Two renders share a key only if they make the
     same pixels."""
     from .optvis import render
 
     return canonical_key({
         "v": RENDER_ALGO_VERSION, "kind": kind, "layer": layer, "index": index,
         "objective": render.render_objective(kind, layer, (index,), (name,) if kind == "class" else (),
-                                             settings=settings).to_dict(),
+                                             settings=settings,
+                                             vectors=(vector,) if kind == "group" else ()).to_dict(),
         "box": list(box) if box and kind == "neuron" else None, "photo": photo, "settings": settings.to_dict(),
         "seed": seed, "recipe": recipe() if constants is None else constants, "model": loaded.name, "weights": loaded.weights.digest,
         "preprocess": vars(loaded.preprocess), "fixed_input": loaded.fixed_input,

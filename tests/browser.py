@@ -178,7 +178,7 @@ def walk(site: Path, model: str, layer: str, shots: Path) -> dict:
         page.set_viewport_size({"width": 1280, "height": 900})
 
         page.locator(".rg-sort").select_option("ratio-desc")  # the grid re-orders by ratio
-        ratios = page.locator(".rg-tile").evaluate_all("tiles => tiles.map(t => parseFloat(t.dataset.ratio) || -1e9)")
+        ratios = page.locator("[data-rg-sortable] .rg-tile").evaluate_all("tiles => tiles.map(t => parseFloat(t.dataset.ratio) || -1e9)")
         assert ratios == sorted(ratios, reverse=True), ratios
 
         page.locator(".rg-tile img").first.click()  # the lightbox opens on a render

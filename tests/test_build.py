@@ -13,7 +13,7 @@ from reportgen.pipeline import build, rebuild_site
 def tiny_config(out: Path, **flags):
     base = {"model": ["test_efficientnet"], "weights": "none", "layers": "0,2,-1", "units": "3", "neurons": "1",
             "variants": "1", "classes": 2, "dreams": 1, "steps": 6, "size": 32, "out": out, "preset": "quick",
-            "drivers": 0}  # drivers: their own test (counts here are of the other kinds)
+            "drivers": 0, "groups": 0}  # drivers and groups: their own tests (counts here are of the other kinds)
     return resolve_build_config({**base, **flags})
 
 
@@ -199,7 +199,8 @@ def test_inception_v3_random_weights_uses_its_own_preprocessing(tmp_path):
 def test_real_lite0_weights_end_to_end(tmp_path):
     out = tmp_path / "lite0"
     report = build(resolve_build_config({"layers": "2,-1", "units": "2", "variants": "1", "classes": 0, "dreams": 0,
-                                         "steps": 24, "size": 64, "out": out, "drivers": 0}))
+                                         "steps": 24, "size": 64, "out": out, "drivers": 0,
+                                         "groups": 0}))
     # per layer 2 channels, 2 centre neurons, 1 second seed, negative and diversity (class
     # visualizations need more than 24 steps at 64 px: benchmarks/classes.py measures them)
     assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 3)

@@ -49,7 +49,7 @@ def test_a_site_is_written_after_each_phase_and_says_what_is_still_rendering(tmp
     monkeypatch.setattr(pipeline, "SNAPSHOT_AFTER", 0.0)  # a toy build is quick: write every partial site
     out = tmp_path / "report"
     sites = Sites(out)
-    report = pipeline.build(tiny_config(out), sites)
+    report = pipeline.build(tiny_config(out, groups=2), sites)  # every phase has work
     assert report.exit_code == 0 and not report.failed  # nothing pending was counted as failed
     labels = [label for label, _ in PHASES]
     assert [pending for pending, _ in sites.seen] == [labels[i + 1:] for i in range(len(labels) - 1)]
@@ -63,6 +63,8 @@ def test_a_site_is_written_after_each_phase_and_says_what_is_still_rendering(tmp
     final = check_site(out)
     assert not any("Still rendering" in text for text in final.values())
     assert "img/0-neuron.webp" in final["test_efficientnet/blocks.1.0/0/index.html"]
+    assert 'src="groups/' not in layer_page and "still rendering" in layer_page  # the groups' place, waiting
+    assert final["test_efficientnet/blocks.1.0/index.html"].count('src="groups/') == 2
     assert json.loads((out / "manifest.json").read_text())["models"][0]["pending"] == []
     assert report.timings["partial sites"] > 0
 

@@ -24,7 +24,7 @@ from reportgen.pipeline import build
 from helpers import assert_one_line_error, run
 
 TINY = ["--model", "test_efficientnet", "--weights", "none", "--layers", "0,2,-1", "--units", "4",
-        "--variants", "0", "--classes", "0", "--dreams", "0", "--drivers", "0", "--steps", "60", "--size", "48",
+        "--variants", "0", "--classes", "0", "--dreams", "0", "--drivers", "0", "--groups", "0", "--steps", "60", "--size", "48",
         "--batch", "2", "-q"]
 
 
@@ -201,7 +201,7 @@ def test_nan_units_fail_alone_and_the_rest_is_published(tmp_path, monkeypatch):
     out = tmp_path / "out"
     report = build(resolve_build_config({"model": ["test_efficientnet"], "weights": "none", "layers": "-1",
                                          "units": "3", "steps": 6, "size": 48, "out": out,
-                                         "variants": "0", "classes": 0, "dreams": 0}))
+                                         "variants": "0", "classes": 0, "dreams": 0, "groups": 0}))
     assert report.exit_code == 1
     assert report.failed == ["test_efficientnet bn2 unit 1", "test_efficientnet bn2 unit 1 (centre neuron)"]
     units = json.loads((out / "manifest.json").read_text())["models"][0]["layers"][0]["units"]

@@ -6,6 +6,7 @@
 - ``normalization_check``: whether the input normalization fits the weights' BatchNorm statistics;
 - ``circuits``: which channels of the layer before drive each shown unit, and which classes the
   units of late layers vote for;
+- ``groups``: each layer's neuron groups (NMF of its activations) and where they sit in the photos;
 - ``reference_entries``: thumbnails and the model's predictions for the images shown.
 
 Keys hash the model, its weights, the layers, the image set and the preprocessing, so a repeated
@@ -32,6 +33,10 @@ CIRCUIT_IMAGES = 8  # reference images the circuit attributions are averaged ove
 DRIVER_TOP = 3  # top reference images on a driver's page (a unit's page shows all it has, 5)
 LATE_LAYERS = 2 / 3  # layers from this share of the catalogue on are late: their units' classes are shown
 CIRCUIT_UNITS = 64  # the first shown units of a layer that get a circuit (one backward and one forward-mode pass each)
+GROUP_IMAGES = 32  # reference images whose every position the neuron groups are fitted on (the first readable ones)
+GROUP_POSITIONS = 16384  # at most this many of those positions, drawn at random, fit a layer's groups
+GROUP_TOP = 3  # reference images shown per group: those where it is present most
+GROUP_UNITS = 6  # units listed per group: its largest weights
 
 
 @dataclass
@@ -46,7 +51,8 @@ class Analysis:
     before or None, "units": the shown units, "inputs": [units, source channels] or None,
     "promotes": [units, classes] or None}}``, a row per shown unit), and the ``drivers`` of each layer: its
     channels, other than the shown ones, that the next layer's shown units list as inputs, in the
-    order they are rendered (``circuits.driver_channels``)."""
+    order they are rendered (``circuits.driver_channels``), and each layer's neuron ``groups``
+    (``stage.groups``; their presence maps under ``groups_key``)."""
 
     stats: dict[str, LayerStats]
     arrays: dict[str, np.ndarray]
@@ -64,6 +70,8 @@ class Analysis:
     normalization: dict | None
     circuits: dict[str, dict]
     drivers: dict[str, list[int]]
+    groups: dict[str, dict]
+    groups_key: str
 
 
 def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str, list[int]], config, refs,
@@ -77,10 +85,13 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     links = circuits(loaded, layers, units, refs, arrays["used"], store)
     following = dict(zip(modules, [*modules[1:], None]))  # the shown layer after each
     drivers = {m: driver_channels(links[following[m]]["inputs"] if following[m] else None, units[m]) for m in modules}
+    progress.stage(f"{name}: neuron groups")
+    groups_key, found_groups = groups(loaded, modules, config.groups, refs, arrays["used"], store)
     grid_images = [int(i) for i in arrays["used"][:REF_THUMBS_ON_MODEL_PAGE]]
     grid_units = {m: units[m][:LAYER_MAP_UNITS] for m in modules}
     pairs = {m: map_pairs(stats[m], grid_images, grid_units[m], units[m], drivers[m]) for m in modules}
-    shown = list(dict.fromkeys(grid_images + [i for m in modules for i, _ in pairs[m]]))  # images pages show
+    shown = list(dict.fromkeys(grid_images + [i for m in modules for i, _ in pairs[m]]  # images pages show
+                               + [int(i) for m in found_groups for i in found_groups[m]["top"].ravel() if i >= 0]))
     progress.stage(f"{name}: activation maps")
     maps_key = reference_maps(loaded, pairs, refs, store)
     progress.stage(f"{name}: receptive fields")
@@ -91,7 +102,7 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     photos = canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
     normalization = normalization_check(loaded, refs, arrays["used"], store)
     return Analysis(stats, arrays, grid_images, grid_units, shown, maps_key, fields, erf_key, erfs, boxes, magnitude,
-                    photos, imagenet_labels(loaded.module), normalization, links, drivers)
+                    photos, imagenet_labels(loaded.module), normalization, links, drivers, found_groups, groups_key)
 
 
 def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
@@ -239,6 +250,77 @@ def circuits(loaded, layers: list, units: dict[str, list[int]], refs, used: Sequ
         store.put_arrays(key, arrays or {"empty": np.zeros(0)})
     return {m: {"source": before, "units": list(units[m]), "inputs": arrays.get(f"inputs|{m}"),
                 "promotes": arrays.get(f"promotes|{m}")} for before, m in zip([None, *modules], modules)}
+
+
+def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store: Store) -> tuple[str, dict[str, dict]]:
+    """Each layer's ``k`` neuron groups (``groups.nmf``), fitted on the positive part of its
+    activations at up to ``GROUP_POSITIONS`` positions of the first ``GROUP_IMAGES`` readable
+    reference images; a layer with fewer channels gets one group per channel. Cached by weights,
+    layers, ``k``, images and preprocessing.
+
+    Returns ``(store key, {layer: {...}})`` with, per layer, ``vectors`` [g, C] (unit norm),
+    ``share`` [g] (each group's part of the reconstruction), ``error`` (relative, on the positions
+    fitted), ``positions`` and ``images`` fitted on, ``top`` / ``presence`` [g, GROUP_TOP] (the images
+    where each group is present most, -1 where there are fewer, and its mean presence there) and
+    ``best`` [g] (the highest mean along the group's mix over the images: what a render of it is
+    compared with). The presence maps of the top images are the arrays ``maps|<layer>`` [g,
+    GROUP_TOP, h, w] under the key, each group's scaled to its largest value."""
+    import torch
+
+    from ..layers import FeatureTap
+    from .activations import MAP_MAX_SIDE, model_input
+    from .groups import nmf, presence
+    from .references import iter_batches
+
+    images = [int(i) for i in used[:GROUP_IMAGES]]
+    key = canonical_key({"kind": "neuron-groups", "v": 1, "model": loaded.name, "weights": loaded.weights.digest,
+                         "layers": modules, "k": k, "refs": refs.digest, "images": images,
+                         "preprocess": vars(loaded.preprocess)})
+    if k <= 0 or not images or not modules:
+        return key, {}
+    arrays = store.get_arrays(key)
+    if arrays is None:
+        def keep(_name: str, grid: torch.Tensor) -> torch.Tensor:
+            grid = grid.detach().float()
+            if grid.shape[-1] > MAP_MAX_SIDE:
+                grid = torch.nn.functional.adaptive_avg_pool2d(grid, (MAP_MAX_SIDE * grid.shape[-2] // grid.shape[-1],
+                                                                      MAP_MAX_SIDE))
+            return grid.cpu()
+
+        acts: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
+        size = loaded.preprocess.input_size[1]
+        with torch.inference_mode(), FeatureTap(loaded.module, modules, reduce=keep, pre_activation=True,
+                                                stop=True) as tap:
+            for _, pixels in iter_batches(refs.subset(images), size, loaded.preprocess.crop_pct, 8):
+                for m, grid in tap.run(model_input(loaded, pixels)).items():
+                    acts[m].append(grid)
+        arrays = {"images": np.array(len(images))}
+        for m in modules:
+            raw = torch.nan_to_num(torch.cat(acts.pop(m)), nan=0.0, posinf=0.0, neginf=0.0)  # [N, C, h, w]
+            n, c, h, w = raw.shape
+            rows = raw.clamp(min=0).permute(0, 2, 3, 1).reshape(-1, c)  # one row per (image, position)
+            picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0), device="cpu")[:GROUP_POSITIONS]
+            factors = nmf(rows[picked], min(k, c, len(picked)))
+            present = presence(rows, factors.vectors).reshape(n, h * w, -1)  # [N, h*w, g]
+            mean = present.mean(dim=1)  # [N, g]
+            top = torch.argsort(mean, dim=0, descending=True)[:GROUP_TOP].T  # [g, <=TOP] positions in ``images``
+            along = torch.einsum("nchw,gc->ng", raw, factors.vectors) / (h * w)  # mean along each mix
+            maps = torch.stack([present[top[g], :, g] for g in range(len(top))]).reshape(len(top), -1, h, w)
+            peak = maps.amax(dim=(1, 2, 3)).clamp(min=1e-12)
+            pad = GROUP_TOP - top.shape[1]
+            arrays.update({
+                f"vectors|{m}": factors.vectors.numpy(), f"share|{m}": factors.share.numpy(),
+                f"error|{m}": np.array(factors.error), f"positions|{m}": np.array(len(picked)),
+                f"top|{m}": np.pad(np.array(images)[top.numpy()], ((0, 0), (0, pad)), constant_values=-1),
+                f"presence|{m}": np.pad(mean.gather(0, top.T).T.numpy(), ((0, 0), (0, pad))),
+                f"best|{m}": along.amax(dim=0).numpy(),
+                f"maps|{m}": (maps / peak[:, None, None, None]).numpy().astype(np.float16),
+            })
+        store.put_arrays(key, arrays)
+    return key, {m: {"vectors": arrays[f"vectors|{m}"], "share": arrays[f"share|{m}"],
+                     "error": float(arrays[f"error|{m}"]), "positions": int(arrays[f"positions|{m}"]),
+                     "images": int(arrays["images"]), "top": arrays[f"top|{m}"],
+                     "presence": arrays[f"presence|{m}"], "best": arrays[f"best|{m}"]} for m in modules}
 
 
 def normalization_check(loaded, refs, used: Sequence[int], store: Store) -> dict | None:

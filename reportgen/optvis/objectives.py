@@ -113,6 +113,33 @@ class Neuron(Objective):
 
 
 @dataclass(frozen=True)
+class Direction(Objective):
+    """Mean over positions of the dot product of ``layer``'s activation vector with a direction
+    (Olah et al.'s "direction" objective: a mix of channels, such as a neuron group); batch item i
+    maximizes along ``vectors[i]``, one weight per channel. ``label`` names it in captions."""
+
+    layer: str
+    vectors: tuple[tuple[float, ...], ...]
+    label: str = "a direction"
+
+    def score(self, acts):
+        feats = acts[self.layer]
+        vectors = torch.as_tensor(self.vectors, dtype=feats.dtype, device=feats.device)
+        return torch.einsum("bchw,bc->b", feats, vectors) / (feats.shape[2] * feats.shape[3])
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def describe(self):
+        return f"mean along {self.label} at {self.layer}"
+
+    def to_dict(self):
+        return {"kind": "direction", "layer": self.layer, "vectors": [list(v) for v in self.vectors],
+                "label": self.label}
+
+
+@dataclass(frozen=True)
 class ChannelL2(Objective):
     """L2 norm over space of what one channel passes on, sqrt(sum_hw max(f, 0)^2): like
     ``Channel``, but a few strong positions outweigh a weak response everywhere.
@@ -403,7 +430,7 @@ class Sum(Objective):
 
 # Every kind ``objective_from_dict`` can rebuild; list-valued fields become tuples.
 _KINDS: dict[str, type[Objective]] = {
-    "channel": Channel, "neuron": Neuron, "channel_l2_positive": ChannelL2, "layer_l2_positive": LayerL2,
+    "channel": Channel, "neuron": Neuron, "direction": Direction, "channel_l2_positive": ChannelL2, "layer_l2_positive": LayerL2,
     "class_logit": ClassLogit, "diversity": Diversity, "l1": L1, "l2": L2,
     "total_variation": TotalVariation, "blur": Blur,
 }
@@ -426,11 +453,16 @@ def objective_from_dict(d: Mapping) -> Objective:
                          "its target features are not serialized; rebuild it with FeatureMatch(layer, target, label)")
     if kind not in _KINDS:
         raise ValueError(f"unknown objective kind {kind!r}; known kinds: {', '.join([*_KINDS, 'scaled', 'sum'])}")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "kind"}
+    fields = {k: _tuples(v) for k, v in d.items() if k != "kind"}
     try:
         return _KINDS[kind](**fields)
     except TypeError as error:
         raise ValueError(f"bad {kind} objective {dict(d)!r}: {error}") from None
+
+
+def _tuples(value):
+    """A JSON value with its lists (nested too) as tuples, as the frozen objectives hold them."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def activations(module: nn.Module, names: Sequence[str], images: torch.Tensor, mean: Sequence[float],

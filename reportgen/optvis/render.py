@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..config import RenderSettings
 from ..layers import FeatureTap
 from ..models import LoadedModel
-from .objectives import (LOGITS, L1, L2, Blur, Channel, ChannelL2, ClassLogit, Diversity, FeatureMatch, LayerL2,
+from .objectives import (LOGITS, L1, L2, Blur, Channel, ChannelL2, ClassLogit, Direction, Diversity, FeatureMatch,
+                         LayerL2,
                          Neuron, Objective, TotalVariation, activations, evaluate)
 from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
@@ -84,7 +85,8 @@ PENALTY_OBJECTIVES = {"tv": TotalVariation, "l1": L1, "l2": L2, "blur": Blur}
 
 def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[str] = (),
                      target: torch.Tensor | None = None, k: int | None = None,
-                     weight: float | None = None, settings: RenderSettings | None = None) -> Objective:
+                     weight: float | None = None, settings: RenderSettings | None = None,
+                     vectors: Sequence[Sequence[float]] = ()) -> Objective:
     """What a render of ``kind`` maximizes for the batch ``ids`` of ``layer``: the one definition the
     render functions optimize and a render's store key describes (``renders.render_key``).
 
@@ -93,7 +95,8 @@ def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[
     ``diversity``: ``k`` (default ``DIVERSITY_K``) variants of each unit, their channel objective
     plus ``weight`` (default ``DIVERSITY_WEIGHT``) times their Gram diversity; ``class``: the class
     logit (named by ``names``); ``dream``: the layer's L2 norm; ``inversion``: the match of
-    ``target``'s features. ``settings.penalties`` are subtracted from every kind, each times its
+    ``target``'s features; ``group``: the mean along each neuron group's channel mix (``vectors``,
+    one per id; ``analysis.groups``). ``settings.penalties`` are subtracted from every kind, each times its
     weight. Without ``settings``: the plain measure a render's activation is read with.
 
     Raises:
@@ -117,11 +120,14 @@ def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[
         base = ClassLogit(ids, tuple(names) or ("",) * len(ids))
     elif kind == "dream":
         base = LayerL2(layer)
+    elif kind == "group":
+        base = Direction(layer, tuple(tuple(float(w) for w in v) for v in vectors),
+                         label=f"neuron group {','.join(map(str, ids))}")
     elif kind == "inversion":
         base = FeatureMatch(layer, target if target is not None else torch.empty(0, device="cpu"), label="the photo")
     else:
         raise ValueError(f"unknown render kind {kind!r}; use channel, second-seed, neuron, negative, diversity, "
-                         "class, dream or inversion")
+                         "group, class, dream or inversion")
     for name, penalty in (settings.penalties if settings is not None else ()):
         base = base - penalty * PENALTY_OBJECTIVES[name]()
     return base
@@ -170,6 +176,30 @@ def render_channels(
     return optimize(model, image, render_objective("channel", layer, channels, settings=settings), channels, seeds,
                     gens, settings, on_step, measure=render_objective("channel", layer, channels), label=layer,
                     describe=lambda i: render_objective("channel", layer, channels[i:i + 1], settings=settings).describe())
+
+
+def render_groups(
+    model: LoadedModel,
+    layer: str,
+    groups: Sequence[int],
+    vectors: Sequence[Sequence[float]],
+    settings: RenderSettings,
+    seed: int = 0,
+    on_step: Callable[[int], None] | None = None,
+    magnitude: torch.Tensor | None = None,
+) -> list[RenderResult]:
+    """Maximize the mean along each neuron group's channel mix (``vectors[i]`` for group
+    ``groups[i]``) of ``layer``, as ``render_channels`` does a channel's mean; each group's seed
+    is ``unit_seed(seed, layer, group, "group")``. The reported activation is that mean."""
+    seeds = [unit_seed(seed, layer, g, kind="group") for g in groups]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
+                       magnitude=magnitude)
+    return optimize(model, image, render_objective("group", layer, groups, settings=settings, vectors=vectors),
+                    groups, seeds, gens, settings, on_step, measure=render_objective("group", layer, groups,
+                                                                                      vectors=vectors),
+                    label=layer, describe=lambda i: render_objective("group", layer, groups[i:i + 1], settings=settings,
+                                                                     vectors=vectors[i:i + 1]).describe())
 
 
 def render_neurons(
