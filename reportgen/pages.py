@@ -30,7 +30,7 @@ CROP_SIDE = 160  # a top image's crop around the unit's strongest position, enla
 MIN_CROP = 24  # px of the input a crop shows at least (early layers' fields are a few pixels)
 ERF_FIGURE_SIDE = 256  # the receptive-field figure, enlarged around the field when the field is small
 SMALL_BASELINE = 0.1  # a best image whose mean is under this share of the unit's peak makes the ratio unreliable
-VARIANTS = ("second_seed", "negative", "diversity")  # a unit's further renders, as named in the manifest
+VARIANTS = ("second_seed", "negative", "diversity", "accentuation")  # a unit's further renders, as named in the manifest
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 

@@ -287,6 +287,10 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     rendered_before = report.rendered
     sets = {}  # (kind, layer) -> RenderSet, in the order a local build renders them
     drivers = {m: analysis.drivers[m][:config.drivers] for m in modules}  # rendered with the layer's units
+    best = {m: {c: int(analysis.stats[m].argmax[c]) for c in variants[m] if analysis.stats[m].argmax[c] >= 0}
+            for m in modules}  # the photo each variant unit's accentuation starts from: its top image
+    accent_photos = stage.canvas_photos(loaded, refs, sorted({i for m in modules for i in best[m].values()}),
+                                        config.render.size)
     for m in modules:
         for kind, ids in (("channel", units[m] + drivers[m]), ("neuron", neurons[m]), ("second-seed", variants[m]),
                           ("negative", variants[m]), ("diversity", variants[m])):
@@ -295,6 +299,8 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
         for kind in PHOTO_KINDS:
             sets[kind, m] = plan_renders(loaded, kind, m, sorted(analysis.photos), config, store, report,
                                          photos=analysis.photos)
+        sets["accentuation", m] = plan_renders(loaded, "accentuation", m, list(best[m]), config, store, report,
+                                               photos={c: accent_photos[i] for c, i in best[m].items()})
         if m in analysis.groups:
             vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(analysis.groups[m]["vectors"])}
             sets["group", m] = plan_renders(loaded, "group", m, list(vectors), config, store, report, vectors=vectors)
@@ -388,7 +394,8 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
             driver["top"] = driver["top"][:stage.DRIVER_TOP]
         _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), analysis.stats[m], report)
         _add_variants(loaded, entry, sets["channel", m].found,
-                      {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity")}, report)
+                      {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity", "accentuation")},
+                      report)
         entry["dreams"] = _dreams(loaded, m, found("dream", m), found("inversion", m), report)
         _add_circuits(entry, analysis.circuits.get(m) or {}, analysis.labels)
         entry["groups"] = _groups(name, m, analysis.groups.get(m), found("group", m) if ("group", m) in sets else {},
@@ -508,6 +515,7 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
             "second_seed": None,
             "negative": None,
             "diversity": None,
+            "accentuation": None,
         })
     ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]
     entry["median_ratio"] = statistics.median(ratios) if ratios else None
@@ -540,7 +548,7 @@ def _add_neurons(model_name: str, entry: dict, found: dict, box, stats, report: 
 
 
 def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], report: BuildReport) -> None:
-    """Attach each unit's second-seed, negative and diversity renders, and the layer's seed agreement:
+    """Attach each unit's second-seed, negative, diversity and accentuation renders, and the layer's seed agreement:
     per unit, how alike its two seeds' renders drive the rest of the layer, against the same measure
     between different units' renders (``seed_baseline``)."""
     from .optvis.trust import cross_agreement, seed_agreement
@@ -561,6 +569,9 @@ def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], r
                 "ratio": stored.meta["activation"] / scale if scale else None,
                 "objective": stored.meta["objective"], "seed": stored.meta["seed"],
             }
+            if kind == "accentuation":  # from the unit's top image: its mean there, and how far the features moved
+                unit["accentuation"].update(image=unit["ref_best_image"], start=stored.meta["start"],
+                                            distance=stored.meta["distance"])
             if kind == "diversity":  # each variant's own ratio
                 unit["diversity"]["ratios"] = [a / scale for a in stored.meta["activations"]] if scale else None
     pairs = [(c, channels[c].image(), s.image()) for c, s in found.get("second-seed", {}).items()

@@ -6,7 +6,9 @@ Per layer and unit, one of ``UNIT_KINDS``:
 - ``neuron``: its centre neuron, optimizing only the pixels of its receptive-field box;
 - ``second-seed``: the channel again from the next build seed (does another start find the same?);
 - ``negative``: the channel minimized (what the unit hates);
-- ``diversity``: ``DIVERSITY_K`` variants pushed apart, stored side by side as one strip.
+- ``diversity``: ``DIVERSITY_K`` variants pushed apart, stored side by side as one strip;
+- ``accentuation``: the unit's top reference image changed to excite it more while the layer's
+  features stay near the photo's (``optvis.dream.accentuate``).
 
 Per layer: ``group`` renders, one per neuron group (``analysis.groups``: a channel mix, maximized).
 Per model: ``class`` visualizations (a class logit, maximized). Per layer and reference photo:
@@ -35,13 +37,13 @@ import numpy as np
 from .config import RenderSettings
 from .store import Store, StoredRender, canonical_key
 
-UNIT_KINDS = ("channel", "neuron", "second-seed", "negative", "diversity")
+UNIT_KINDS = ("channel", "neuron", "second-seed", "negative", "diversity", "accentuation")
 PHOTO_KINDS = ("dream", "inversion")
 BATCHED_KINDS = (*UNIT_KINDS, "group")  # cut into chunks of the batch size (the others render in one batch)
 # The order a build renders in, a phase at a time: the site is written after each one, so the
 # channel renders of every layer are browsable long before the extras are done.
 PHASES = (("channel renders", ("channel",)), ("neuron groups", ("group",)), ("centre neurons", ("neuron",)),
-          ("variants", ("second-seed", "negative", "diversity")), ("DeepDreams and inversions", PHOTO_KINDS),
+          ("variants", ("second-seed", "negative", "diversity", "accentuation")), ("DeepDreams and inversions", PHOTO_KINDS),
           ("class visualizations", ("class",)))
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 # Bump when the render code changes what it makes in a way no setting or constant says (render_key).
@@ -211,7 +213,7 @@ def run_timed(loaded, job: RenderJob, magnitude=None, on_step=None) -> tuple[lis
 def _render(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step) -> list:
     """One chunk of ``job.kind`` renders with ``settings``; channel renders also get their perturbed means."""
     from .optvis import render
-    from .optvis.dream import deep_dream, invert
+    from .optvis.dream import accentuate, deep_dream, invert
     from .optvis.objectives import Channel
     from .optvis.trust import perturbed_scores
 
@@ -223,6 +225,8 @@ def _render(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step
     if kind == "diversity":
         groups = render.render_diversity(loaded, layer, chunk, settings, seed, on_step=on_step, magnitude=magnitude)
         return [render.side_by_side(group) for group in groups]
+    if kind == "accentuation":
+        return accentuate(loaded, layer, chunk, list(job.photos), settings, seed, on_step=on_step)
     if kind == "group":
         return render.render_groups(loaded, layer, chunk, job.vectors, settings, seed, on_step=on_step,
                                     magnitude=magnitude)

@@ -26,9 +26,9 @@ def built(tmp_path_factory):
 
 def test_manifest_pages_and_site(built):
     out, report = built
-    # per layer: 3 channels, 1 centre neuron, 1 unit's second seed, negative and diversity, 1 photo's
-    # DeepDream and inversion; and 2 class visualizations
-    assert report.exit_code == 0 and report.rendered == 3 * (3 + 1 + 3 + 2) + 2 and report.cached == 0
+    # per layer: 3 channels, 1 centre neuron, 1 unit's second seed, negative, diversity and accentuation,
+    # 1 photo's DeepDream and inversion; and 2 class visualizations
+    assert report.exit_code == 0 and report.rendered == 3 * (3 + 1 + 4 + 2) + 2 and report.cached == 0
     manifest = json.loads((out / "manifest.json").read_text())
     model = manifest["models"][0]
     assert model["name"] == "test_efficientnet" and model["device"] == "cpu" and model["seed"] == 0
@@ -63,7 +63,11 @@ def test_variants_dreams_and_classes_reach_the_pages(built):
     defined = False
     for layer in model["layers"]:
         first, *others = layer["units"]
-        assert all(u[k] is None for u in others for k in ("second_seed", "negative", "diversity"))  # --variants 1
+        assert all(u[k] is None for u in others for k in ("second_seed", "negative", "diversity", "accentuation"))
+        accent = first["accentuation"]  # from its top reference image, to more of the unit
+        assert accent["image"] == first["top"][0]["image"] and accent["activation"] > accent["start"]
+        page = (site / layer["slug"] / str(first["channel"]) / "index.html").read_text()
+        assert f'src="../../refs/{accent["image"]}.webp"' in page and f'src="../img/{first["channel"]}-accentuation.webp"' in page
         assert -1 <= first["second_seed"]["agreement"] <= 1 and -1 <= layer["seed_baseline"] <= 1
         assert first["negative"]["activation"] < first["activation"]
         diversity, ref_max = first["diversity"], first["ref_max"]
@@ -137,7 +141,7 @@ def test_real_images_units_and_receptive_fields_reach_the_pages(built):
 def test_repeated_build_renders_nothing(built):
     out, _ = built
     report = build(tiny_config(out))
-    assert report.rendered == 0 and report.cached == 29
+    assert report.rendered == 0 and report.cached == 32
 
 
 def test_corrupt_cache_entry_is_rendered_again(built):
@@ -147,7 +151,7 @@ def test_corrupt_cache_entry_is_rendered_again(built):
     png = out / ".cache" / "renders" / key[:2] / f"{key}.png"
     png.write_bytes(b"not a png")
     report = build(tiny_config(out))
-    assert report.rendered == 1 and report.cached == 28
+    assert report.rendered == 1 and report.cached == 31
 
 
 def test_site_command_needs_no_model(built, monkeypatch):
@@ -201,9 +205,9 @@ def test_real_lite0_weights_end_to_end(tmp_path):
     report = build(resolve_build_config({"layers": "2,-1", "units": "2", "variants": "1", "classes": 0, "dreams": 0,
                                          "steps": 24, "size": 64, "out": out, "drivers": 0,
                                          "groups": 0}))
-    # per layer 2 channels, 2 centre neurons, 1 second seed, negative and diversity (class
+    # per layer 2 channels, 2 centre neurons, 1 second seed, negative, diversity and accentuation (class
     # visualizations need more than 24 steps at 64 px: benchmarks/classes.py measures them)
-    assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 3)
+    assert report.exit_code == 0 and report.rendered == 2 * (2 + 2 + 4)
     model = json.loads((out / "manifest.json").read_text())["models"][0]
     assert model["weights"]["pretrained"] and model["weights"]["source"].startswith("bundled:")
     fit = model["normalization"]  # the bundled weights are fed as trained: no warning, and the page says why

@@ -24,6 +24,7 @@ CONSTANTS = [
     ("reportgen.optvis.render", "DIVERSITY_K", 4), ("reportgen.optvis.render", "DIVERSITY_WEIGHT", 4.0),
     ("reportgen.optvis.render", "CLASS_JITTER", 0.25), ("reportgen.optvis.render", "CLASS_SCALES", (0.5, 1.5)),
     ("reportgen.optvis.render", "CLASS_MAX_ANGLE", 30.0), ("reportgen.optvis.render", "GREY", 0.4),
+    ("reportgen.optvis.render", "ACCENT_WEIGHT", 1.0), ("reportgen.optvis.dream", "ACCENT_STEPS", 32),
     ("reportgen.optvis.dream", "DREAM_STEPS", 32), ("reportgen.optvis.dream", "DREAM_LR", 0.02),
     ("reportgen.optvis.dream", "INVERT_JITTER", 3), ("reportgen.optvis.param", "MACO_GAIN", 1.0),
     ("reportgen.optvis.param", "GREY", 0.4), ("reportgen.optvis.objectives", "EPS", 1e-6),
@@ -33,7 +34,8 @@ CONSTANTS = [
     ("reportgen.renders", "RENDER_ALGO_VERSION", 99), ("reportgen.images", "FLAT_STD", 4.0),
     ("reportgen.optvis.param", "_COLOR", torch.eye(3)), ("reportgen.optvis.param", "_COLOR_SQRT", torch.eye(3)),
 ]
-KINDS = ("channel", "neuron", "second-seed", "negative", "diversity", "class", "dream", "inversion")
+KINDS = ("channel", "neuron", "second-seed", "negative", "diversity", "accentuation", "group", "class", "dream",
+         "inversion")
 SETTINGS = RenderSettings(size=32, steps=4)
 
 
@@ -57,7 +59,8 @@ def _keys(tiny, settings=SETTINGS, loaded=None):
     loaded = loaded or tiny
     return {kind: renders.render_key(loaded, kind, "logits" if kind == "class" else "blocks.1.0", 1, settings, 0,
                                      box=(2, 2, 20, 20), name="goldfish",
-                                     photo="p" * 64 if kind in renders.PHOTO_KINDS else None)
+                                     photo="p" * 64 if kind in (*renders.PHOTO_KINDS, "accentuation") else None,
+                                     vector=(0.6, 0.8) if kind == "group" else None)
             for kind in KINDS}
 
 
@@ -100,6 +103,10 @@ def test_the_model_its_feeding_and_the_unit_are_in_the_key(tiny):
     assert renders.render_key(tiny, "neuron", "blocks.1.0", 1, SETTINGS, 1, box=(2, 2, 20, 20)) != key
     assert renders.render_key(tiny, "dream", "blocks.1.0", 1, SETTINGS, 0, photo="a" * 64) != \
         renders.render_key(tiny, "dream", "blocks.1.0", 1, SETTINGS, 0, photo="b" * 64)
+    assert renders.render_key(tiny, "accentuation", "blocks.1.0", 1, SETTINGS, 0, photo="a" * 64) != \
+        renders.render_key(tiny, "accentuation", "blocks.1.0", 1, SETTINGS, 0, photo="b" * 64)
+    assert renders.render_key(tiny, "group", "blocks.1.0", 1, SETTINGS, 0, vector=(0.6, 0.8)) != \
+        renders.render_key(tiny, "group", "blocks.1.0", 1, SETTINGS, 0, vector=(0.8, 0.6))
     assert renders.render_key(tiny, "class", "logits", 1, SETTINGS, 0, name="a") != \
         renders.render_key(tiny, "class", "logits", 1, SETTINGS, 0, name="b")
 

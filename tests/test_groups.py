@@ -70,7 +70,7 @@ def test_stored_groups_agree_with_the_activations_measured_independently(tiny, t
     key, groups = stage.groups(tiny, ["blocks.2.0"], 4, refs, used, Store(tmp_path))
     found = groups["blocks.2.0"]
     assert found["vectors"].shape == (4, 32) and found["top"].shape == (4, stage.GROUP_TOP)
-    # best: the highest spatial mean along each mix over the fitted images, measured through the objective code
+    # best: the highest spatial mean along each mix (positive part) over the fitted images, through the objective code
     images = [int(i) for i in used]
     means = []
     for start in range(0, len(images), 8):
@@ -79,7 +79,7 @@ def test_stored_groups_agree_with_the_activations_measured_independently(tiny, t
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
         with torch.no_grad():
             acts = activations(tiny.module, ["blocks.2.0"], x, tiny.preprocess.mean, tiny.preprocess.std)
-        means.append(torch.stack([Direction("blocks.2.0", (tuple(map(float, v)),) * len(x)).score(acts)
+        means.append(torch.stack([Direction("blocks.2.0", (tuple(map(float, v)),) * len(x), positive=True).score(acts)
                                   for v in found["vectors"]], dim=1))
     np.testing.assert_allclose(found["best"], torch.cat(means).amax(dim=0).numpy(), rtol=1e-4, atol=1e-6)
     # the cache gives the same back, and the presence maps are stored under the key

@@ -80,7 +80,7 @@ def test_an_interrupted_build_keeps_its_last_site_and_resumes(tmp_path, monkeypa
     assert not (out / "site.new").exists() and not (out / "docs.new").exists()
     resumed = pipeline.build(tiny_config(out))
     units = 3 * 3  # 3 layers x 3 channel renders, then 3 centre neurons were stored before the stop
-    assert resumed.exit_code == 0 and resumed.cached == units + 3 and resumed.rendered == 3 * (3 + 1 + 3 + 2) + 2 - 12
+    assert resumed.exit_code == 0 and resumed.cached == units + 3 and resumed.rendered == 3 * (3 + 1 + 4 + 2) + 2 - 12
     assert not any("Still rendering" in text for text in check_site(out).values())
 
 

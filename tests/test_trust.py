@@ -8,8 +8,9 @@ import torch
 
 from reportgen.config import RenderSettings
 from reportgen.images import is_flat, stretch
-from reportgen.optvis.dream import deep_dream, invert
-from reportgen.optvis.objectives import Channel
+from reportgen.optvis.dream import accentuate, deep_dream, invert
+from reportgen.optvis.objectives import Channel, activations, objective_from_dict
+from reportgen.optvis.param import fft_from_photos
 from reportgen.optvis.render import (class_settings, render_channels, render_classes, render_diversity,
                                      render_negatives, side_by_side)
 from reportgen.optvis.trust import (PERTURBATIONS, cross_agreement, perturb, perturbed_scores, seed_agreement,
@@ -154,3 +155,34 @@ def test_convnext_channel_render_rises():
     result = render_channels(convnext, "stages.1", [0, 1], RenderSettings(size=64, steps=12, pad=4, jitter=2))
     for r in result:
         assert r.curve[-1][1] > r.curve[0][1]
+
+
+def test_fft_from_photos_starts_at_the_photo():
+    rng = np.random.default_rng(3)
+    photos = rng.integers(3, 252, size=(2, 3, 24, 30)).astype(np.float32) / 255  # inside the sigmoid's reach
+    for decorrelate in (True, False):
+        image = fft_from_photos(torch.from_numpy(photos), decay_power=1.0, decorrelate=decorrelate)
+        np.testing.assert_allclose(image().detach().numpy(), photos, atol=1e-4)
+
+
+def test_accentuation_raises_the_unit_and_stays_near_the_photo(tiny):
+    from reportgen.analysis.references import center_crop, load_rgb, skimage_references
+
+    photo = np.array(center_crop(load_rgb(skimage_references().images[0]), 48, 1.0))
+    settings = RenderSettings(size=48, steps=24, pad=4, jitter=2)
+    results = accentuate(tiny, LAYER, [0, 3], [photo, photo], settings)
+    with torch.no_grad():  # measured again, independently of the loop's own measure
+        x = torch.from_numpy(np.stack([r.image for r in results])).permute(0, 3, 1, 2).float() / 255
+        start = torch.from_numpy(photo).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1) / 255
+        after = activations(tiny.module, [LAYER], x, tiny.preprocess.mean, tiny.preprocess.std)[LAYER]
+        before = activations(tiny.module, [LAYER], start, tiny.preprocess.mean, tiny.preprocess.std)[LAYER]
+    for i, (c, r) in enumerate(zip([0, 3], results)):
+        assert r.extra["start"] == pytest.approx(float(before[i, c].mean()), rel=1e-3, abs=1e-4)
+        assert r.activation == pytest.approx(float(after[i, c].mean()), rel=1e-2, abs=1e-3)
+        assert r.activation > r.extra["start"]  # it excites the unit more ...
+        distance = float((after[i] - before[i]).pow(2).sum() / before[i].pow(2).sum())
+        assert r.extra["distance"] == pytest.approx(distance, rel=1e-2)
+        # ... and is still the photo: its pixels correlate with the photo's
+        assert np.corrcoef(r.image.ravel().astype(float), photo.ravel().astype(float))[0, 1] > 0.7
+    with pytest.raises(ValueError, match="cannot be read back"):
+        objective_from_dict({"kind": "accentuation", "layer": LAYER, "label": "the photo"})

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-NMF_SWEEPS = 200  # HALS sweeps of a fit
-PRESENCE_SWEEPS = 50  # HALS sweeps of W alone, H fixed, for positions the fit did not see
+NMF_SWEEPS = 100  # HALS sweeps of a fit
+PRESENCE_SWEEPS = 20  # HALS sweeps of W alone, H fixed, for positions the fit did not see
 EPS = 1e-12  # keeps a division finite when a group is empty
 
 
@@ -51,11 +51,11 @@ def nmf(a: torch.Tensor, k: int, seed: int = 0, sweeps: int = NMF_SWEEPS) -> Fac
         raise ValueError(f"cannot factor a {tuple(a.shape)} matrix into {k} groups")
     if bool((a < 0).any()):
         raise ValueError("NMF needs a non-negative matrix")
-    a = a.double()
+    a = a.float()
     scale = float(a.mean().sqrt()) / k ** 0.5 or 1.0
     generator = torch.Generator().manual_seed(seed)
-    w = (torch.rand(a.shape[0], k, generator=generator, dtype=torch.float64, device="cpu") * scale).to(a.device)
-    h = (torch.rand(k, a.shape[1], generator=generator, dtype=torch.float64, device="cpu") * scale).to(a.device)
+    w = (torch.rand(a.shape[0], k, generator=generator, dtype=torch.float32, device="cpu") * scale).to(a.device)
+    h = (torch.rand(k, a.shape[1], generator=generator, dtype=torch.float32, device="cpu") * scale).to(a.device)
     for _ in range(sweeps):
         wta, wtw = w.T @ a, w.T @ w
         for j in range(k):
@@ -67,17 +67,17 @@ def nmf(a: torch.Tensor, k: int, seed: int = 0, sweeps: int = NMF_SWEEPS) -> Fac
     share = share / share.sum().clamp(min=EPS)
     order = torch.argsort(share, descending=True)
     error = float((a - w @ h).norm() / a.norm().clamp(min=EPS))
-    return Factors(h[order].float(), w[:, order].float(), share[order].float(), error)
+    return Factors(h[order], w[:, order], share[order], error)
 
 
 def presence(a: torch.Tensor, vectors: torch.Tensor, sweeps: int = PRESENCE_SWEEPS) -> torch.Tensor:
     """How strongly each group is present in each row of the non-negative ``a`` [N, C]: the
     non-negative ``W`` [N, k] that minimizes ``‖a − W vectors‖_F`` with the groups fixed."""
-    a, h = a.double(), vectors.double()
+    a, h = a.float(), vectors.float()
     w = (a @ h.T / (h * h).sum(dim=1).clamp(min=EPS)).clamp(min=0)  # each group's projection alone
     for _ in range(sweeps):
         w = _presence_sweep(a, h, w)
-    return w.float()
+    return w
 
 
 def _presence_sweep(a: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

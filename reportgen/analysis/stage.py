@@ -262,8 +262,8 @@ def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store:
     ``share`` [g] (each group's part of the reconstruction), ``error`` (relative, on the positions
     fitted), ``positions`` and ``images`` fitted on, ``top`` / ``presence`` [g, GROUP_TOP] (the images
     where each group is present most, -1 where there are fewer, and its mean presence there) and
-    ``best`` [g] (the highest mean along the group's mix over the images: what a render of it is
-    compared with). The presence maps of the top images are the arrays ``maps|<layer>`` [g,
+    ``best`` [g] (the highest mean along the group's mix of the positive part, over the images: what
+    a render of it is compared with). The presence maps of the top images are the arrays ``maps|<layer>`` [g,
     GROUP_TOP, h, w] under the key, each group's scaled to its largest value."""
     import torch
 
@@ -273,7 +273,7 @@ def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store:
     from .references import iter_batches
 
     images = [int(i) for i in used[:GROUP_IMAGES]]
-    key = canonical_key({"kind": "neuron-groups", "v": 1, "model": loaded.name, "weights": loaded.weights.digest,
+    key = canonical_key({"kind": "neuron-groups", "v": 2, "model": loaded.name, "weights": loaded.weights.digest,
                          "layers": modules, "k": k, "refs": refs.digest, "images": images,
                          "preprocess": vars(loaded.preprocess)})
     if k <= 0 or not images or not modules:
@@ -304,7 +304,7 @@ def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store:
             present = presence(rows, factors.vectors).reshape(n, h * w, -1)  # [N, h*w, g]
             mean = present.mean(dim=1)  # [N, g]
             top = torch.argsort(mean, dim=0, descending=True)[:GROUP_TOP].T  # [g, <=TOP] positions in ``images``
-            along = torch.einsum("nchw,gc->ng", raw, factors.vectors) / (h * w)  # mean along each mix
+            along = torch.einsum("nchw,gc->ng", raw.clamp(min=0), factors.vectors) / (h * w)  # mean along each mix
             maps = torch.stack([present[top[g], :, g] for g in range(len(top))]).reshape(len(top), -1, h, w)
             peak = maps.amax(dim=(1, 2, 3)).clamp(min=1e-12)
             pad = GROUP_TOP - top.shape[1]

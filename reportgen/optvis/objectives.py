@@ -116,14 +116,17 @@ class Neuron(Objective):
 class Direction(Objective):
     """Mean over positions of the dot product of ``layer``'s activation vector with a direction
     (Olah et al.'s "direction" objective: a mix of channels, such as a neuron group); batch item i
-    maximizes along ``vectors[i]``, one weight per channel. ``label`` names it in captions."""
+    maximizes along ``vectors[i]``, one weight per channel. With ``positive``, of the activations'
+    positive part (what a layer read before its activation passes on; a neuron group is fitted on
+    it). ``label`` names it in captions."""
 
     layer: str
     vectors: tuple[tuple[float, ...], ...]
     label: str = "a direction"
+    positive: bool = False
 
     def score(self, acts):
-        feats = acts[self.layer]
+        feats = acts[self.layer].clamp(min=0) if self.positive else acts[self.layer]
         vectors = torch.as_tensor(self.vectors, dtype=feats.dtype, device=feats.device)
         return torch.einsum("bchw,bc->b", feats, vectors) / (feats.shape[2] * feats.shape[3])
 
@@ -132,11 +135,11 @@ class Direction(Objective):
         return (self.layer,)
 
     def describe(self):
-        return f"mean along {self.label} at {self.layer}"
+        return f"mean along {self.label} at {self.layer}{' (positive part)' if self.positive else ''}"
 
     def to_dict(self):
         return {"kind": "direction", "layer": self.layer, "vectors": [list(v) for v in self.vectors],
-                "label": self.label}
+                "label": self.label, "positive": self.positive}
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,45 @@ class FeatureMatch(Objective):
 
     def to_dict(self):
         return {"kind": "feature_match", "layer": self.layer, "label": self.label}
+
+
+@dataclass(frozen=True)
+class Accentuation(Objective):
+    """Feature accentuation (Hamblin et al. 2024): a channel's mean raised above a photo's while the
+    layer's features stay near the photo's. Per item: the channel's gain over the photo's mean, in
+    units of the RMS of the photo's features, minus ``weight`` times the squared distance to those
+    features relative to their squared norm (the relative error of ``FeatureMatch``).
+
+    ``target`` [B, C, H, W] is the photos' features at ``layer``, a constant that takes no part in
+    equality, hashing or serialization (``label`` names it)."""
+
+    layer: str
+    channels: tuple[int, ...]
+    target: torch.Tensor = field(compare=False, repr=False)
+    weight: float
+    label: str = "the photo"
+
+    def score(self, acts):
+        feats = acts[self.layer].float()
+        target = self.target.detach().to(feats.device, feats.dtype)
+        rows = torch.arange(feats.shape[0], device=feats.device)
+        index = torch.as_tensor(self.channels, device=feats.device)
+        gain = (feats[rows, index] - target[rows, index]).mean(dim=(1, 2))
+        rms = target.flatten(1).pow(2).mean(dim=1).sqrt().clamp(min=EPS)
+        distance = (feats - target).flatten(1).pow(2).sum(dim=1) / target.flatten(1).pow(2).sum(dim=1).clamp(min=EPS)
+        return gain / rms - self.weight * distance
+
+    @property
+    def layers(self):
+        return (self.layer,)
+
+    def describe(self):
+        return (f"mean of channel {','.join(map(str, self.channels))} at {self.layer} above {self.label}'s, "
+                f"minus {self.weight:g} * the distance to its features there")
+
+    def to_dict(self):
+        return {"kind": "accentuation", "layer": self.layer, "channels": list(self.channels), "weight": self.weight,
+                "label": self.label}
 
 
 @dataclass(frozen=True)
@@ -448,9 +490,9 @@ def objective_from_dict(d: Mapping) -> Objective:
         return Scaled(float(d["weight"]), objective_from_dict(d["inner"]))
     if kind == "sum":
         return Sum(tuple(objective_from_dict(term) for term in d["terms"]))
-    if kind == "feature_match":
-        raise ValueError(f"a feature_match objective ({d.get('label')!r} at {d.get('layer')!r}) cannot be read back: "
-                         "its target features are not serialized; rebuild it with FeatureMatch(layer, target, label)")
+    if kind in ("feature_match", "accentuation"):
+        raise ValueError(f"a {kind} objective ({d.get('label')!r} at {d.get('layer')!r}) cannot be read back: "
+                         "its target features are not serialized; rebuild it with the photo's features")
     if kind not in _KINDS:
         raise ValueError(f"unknown objective kind {kind!r}; known kinds: {', '.join([*_KINDS, 'scaled', 'sum'])}")
     fields = {k: _tuples(v) for k, v in d.items() if k != "kind"}

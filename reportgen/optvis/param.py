@@ -65,6 +65,21 @@ class FFTImage(nn.Module):
         return _to_rgb(image, self.decorrelate)
 
 
+def fft_from_photos(photos: torch.Tensor, decay_power: float = 1.0, decorrelate: bool = True,
+                    eps: float = 1e-3) -> FFTImage:
+    """An ``FFTImage`` that starts at ``photos`` [B, 3, H, W] in [0, 1] (each clipped to
+    [eps, 1 - eps], where the sigmoid can reach): its forward undone step by step."""
+    count, _, height, width = photos.shape
+    image = FFTImage((height, width), [torch.Generator() for _ in range(count)], decay_power, decorrelate, std=0.0)
+    logits = torch.logit(photos.detach().float().cpu().clamp(eps, 1 - eps))
+    if decorrelate:
+        logits = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_COLOR), logits)
+    spectrum = torch.fft.rfft2(logits * 4.0, norm="ortho") / image.scale[..., 0]
+    with torch.no_grad():
+        image.spectrum.copy_(torch.view_as_real(spectrum))
+    return image
+
+
 class PixelImage(nn.Module):
     """Plain pixel parameterization (noisier; kept as the baseline Lucid compares against)."""
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..config import RenderSettings
 from ..layers import FeatureTap
 from ..models import LoadedModel
-from .objectives import (LOGITS, L1, L2, Blur, Channel, ChannelL2, ClassLogit, Direction, Diversity, FeatureMatch,
+from .objectives import (LOGITS, L1, L2, Accentuation, Blur, Channel, ChannelL2, ClassLogit, Direction, Diversity, FeatureMatch,
                          LayerL2,
                          Neuron, Objective, TotalVariation, activations, evaluate)
 from .param import GREY, BoxedImage, check_box, make_image
@@ -36,6 +36,7 @@ CURVE_POINTS = 32  # the optimization curve is kept at this many evenly spaced s
 REDIRECT_STEPS = 16  # ReLU gradients are redirected for these first steps (as Lucid does)
 DIVERSITY_K = 3  # variants per unit in a diversity render
 DIVERSITY_WEIGHT = 8.0  # weight of the diversity term against the channel mean (benchmarks/presets.py)
+ACCENT_WEIGHT = 3.0  # accentuation: weight of the relative feature distance against the unit's gain
 # A class logit pools the whole image: much stronger transforms than a channel's make class
 # visualizations that other networks recognize too (benchmarks/classes.py measures both).
 CLASS_JITTER = 0.1875  # largest translation, as a share of the canvas side
@@ -95,7 +96,8 @@ def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[
     ``diversity``: ``k`` (default ``DIVERSITY_K``) variants of each unit, their channel objective
     plus ``weight`` (default ``DIVERSITY_WEIGHT``) times their Gram diversity; ``class``: the class
     logit (named by ``names``); ``dream``: the layer's L2 norm; ``inversion``: the match of
-    ``target``'s features; ``group``: the mean along each neuron group's channel mix (``vectors``,
+    ``target``'s features; ``accentuation``: the channel mean above the photo's (``target``: its
+    features), minus ``weight`` (default ``ACCENT_WEIGHT``) times the distance to them; ``group``: the mean along each neuron group's channel mix (``vectors``,
     one per id; ``analysis.groups``). ``settings.penalties`` are subtracted from every kind, each times its
     weight. Without ``settings``: the plain measure a render's activation is read with.
 
@@ -123,11 +125,14 @@ def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[
     elif kind == "group":
         base = Direction(layer, tuple(tuple(float(w) for w in v) for v in vectors),
                          label=f"neuron group {','.join(map(str, ids))}")
+    elif kind == "accentuation":
+        base = Accentuation(layer, ids, target if target is not None else torch.empty(0, device="cpu"),
+                            ACCENT_WEIGHT if weight is None else weight)
     elif kind == "inversion":
         base = FeatureMatch(layer, target if target is not None else torch.empty(0, device="cpu"), label="the photo")
     else:
         raise ValueError(f"unknown render kind {kind!r}; use channel, second-seed, neuron, negative, diversity, "
-                         "group, class, dream or inversion")
+                         "group, accentuation, class, dream or inversion")
     for name, penalty in (settings.penalties if settings is not None else ()):
         base = base - penalty * PENALTY_OBJECTIVES[name]()
     return base
@@ -190,14 +195,16 @@ def render_groups(
 ) -> list[RenderResult]:
     """Maximize the mean along each neuron group's channel mix (``vectors[i]`` for group
     ``groups[i]``) of ``layer``, as ``render_channels`` does a channel's mean; each group's seed
-    is ``unit_seed(seed, layer, group, "group")``. The reported activation is that mean."""
+    is ``unit_seed(seed, layer, group, "group")``. The reported activation is the mean along the
+    mix of the activations' positive part, which the groups were fitted on (the optimization climbs
+    the plain mean: the positive part passes no gradient where every unit of the mix is off)."""
     seeds = [unit_seed(seed, layer, g, kind="group") for g in groups]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     image = make_image(settings.param, settings.size, gens, settings.decay_power, settings.decorrelate,
                        magnitude=magnitude)
     return optimize(model, image, render_objective("group", layer, groups, settings=settings, vectors=vectors),
-                    groups, seeds, gens, settings, on_step, measure=render_objective("group", layer, groups,
-                                                                                      vectors=vectors),
+                    groups, seeds, gens, settings, on_step,
+                    measure=dataclasses.replace(render_objective("group", layer, groups, vectors=vectors), positive=True),
                     label=layer, describe=lambda i: render_objective("group", layer, groups[i:i + 1], settings=settings,
                                                                      vectors=vectors[i:i + 1]).describe())
 
