@@ -144,8 +144,8 @@ def main(debug):
               help="Also render the centre neuron of the first N shown units of each layer (0: none; all). "
                    "Default: 4 (quick), 8 (standard), all (full).")
 @click.option("--variants", default=None,
-              help="Also render a second seed, the negative and diversity variants of the first N shown units "
-                   "(0: none; all). Default: 2 (quick), 8 (standard), all (full).")
+              help="Also render a second seed, the negative, diversity variants and the accentuation of its top "
+                   "image for the first N shown units (0: none; all). Default: 1 (quick), 8 (standard), all (full).")
 @click.option("--classes", type=int, default=None,
               help="Class visualizations on the model page (0: none). Default: 8 (quick), 24 (standard), 48 (full).")
 @click.option("--dreams", type=int, default=None,

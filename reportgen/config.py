@@ -140,7 +140,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # quick: the default model's default build finishes in minutes on a 2-core CPU.
-    "quick": Preset("quick", size=128, steps=128, units="8", neurons="4", variants="2", classes=8, dreams=2,
+    "quick": Preset("quick", size=128, steps=128, units="8", neurons="4", variants="1", classes=8, dreams=2,
                     samples=1, drivers=4),
     # standard: what a GPU user publishes.
     "standard": Preset("standard", size=224, steps=512, units="16", neurons="8", variants="8", classes=24, dreams=4,

@@ -18,8 +18,26 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+ENCODED_KEPT = 20_000  # WebP encodings remembered in a process (a build writes its site after each phase)
+_encoded: dict[tuple, bytes] = {}
+
+
 def webp_bytes(rgb: np.ndarray, max_side: int | None = None, quality: int = WEBP_QUALITY) -> bytes:
-    """WebP for the site, optionally downscaled so its longer side is at most ``max_side``."""
+    """WebP for the site, optionally downscaled so its longer side is at most ``max_side``. The
+    same pixels with the same options are encoded once per process: a build writes its site again
+    after each phase, and most of its images have not changed."""
+    import hashlib
+
+    rgb = np.ascontiguousarray(rgb)
+    key = (hashlib.blake2b(rgb.data, digest_size=16).digest(), rgb.shape, str(rgb.dtype), max_side, quality)
+    if key not in _encoded:
+        if len(_encoded) >= ENCODED_KEPT:
+            _encoded.clear()
+        _encoded[key] = _encode(rgb, max_side, quality)
+    return _encoded[key]
+
+
+def _encode(rgb: np.ndarray, max_side: int | None, quality: int) -> bytes:
     image = Image.fromarray(rgb)
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.LANCZOS)

@@ -19,8 +19,9 @@ FAMILIES = [
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_builds_on_the_default_canvas(name, tmp_path):
     config = BuildConfig(models=(name,), weights="none", layers="0,-1", units=UnitSpec(first=1), neurons=1,
-                         variants=0, classes=1, dreams=1, drivers=0, render=RenderSettings(steps=2), out=tmp_path / "out",
-                         site=False)
+                         variants=0, classes=1, dreams=1, drivers=0, groups=2, render=RenderSettings(steps=2),
+                         out=tmp_path / "out", site=False)
     report = build(config)
     assert report.exit_code == 0 and not report.failed, report.failed
-    assert report.rendered == 2 * (1 + 1 + 2) + 1  # per layer a channel, a neuron, a dream and an inversion; a class
+    # per layer a channel, a neuron, a dream, an inversion and 2 neuron groups; a class
+    assert report.rendered == 2 * (1 + 1 + 2 + 2) + 1
