@@ -180,6 +180,13 @@ def serve_site(out: Path, address: str = "127.0.0.1:8000", announce=print) -> No
             serve(config_file=str(Path(out) / "mkdocs.yml"), dev_addr=address)
         except (Abort, ConfigurationError) as exc:  # mkdocs refused the address (its config checks it)
             raise UsageError(f"--address {address}: {'; '.join(messages[-1:]) or exc}") from None
+        except RuntimeError as exc:
+            # Ctrl-C inside the server loop's ``with condition: condition.wait_for(...)`` can interrupt
+            # the lock's re-acquisition; leaving the block then raises this instead of the
+            # KeyboardInterrupt that mkdocs catches (it has shut the server down on its way out).
+            if not serving or "un-acquired lock" not in str(exc):
+                raise
+            announce("stopped")
         except OSError as exc:
             if not isinstance(exc, socket.gaierror) and exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,
                                                                            errno.EACCES):
