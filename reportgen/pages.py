@@ -20,6 +20,7 @@ import jinja2
 import numpy as np
 
 from .images import WEBP_QUALITY, boxes_on_window, draw_box, heat_colors, heat_overlay, shrink, stretch, webp_bytes, zoom
+from .renders import VARIANT_FIELDS
 from .store import Store, atomic_write
 
 UNIT_IMAGE_SIDE = 512  # published render size cap (the lossless master stays in the cache)
@@ -30,7 +31,7 @@ CROP_SIDE = 160  # a top image's crop around the unit's strongest position, enla
 MIN_CROP = 24  # px of the input a crop shows at least (early layers' fields are a few pixels)
 ERF_FIGURE_SIDE = 256  # the receptive-field figure, enlarged around the field when the field is small
 SMALL_BASELINE = 0.1  # a best image whose mean is under this share of the unit's peak makes the ratio unreliable
-VARIANTS = ("second_seed", "negative", "diversity", "accentuation")  # a unit's further renders, as named in the manifest
+VARIANTS = tuple(VARIANT_FIELDS.values())  # a unit's further renders, as named in the manifest
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 

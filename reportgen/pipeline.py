@@ -27,6 +27,7 @@ from .manifest import (MARKER, check_out, merge_model, prepare_out, read_manifes
                        write_manifest, write_shard_record)
 from .pages import slug, unit_image, with_pages
 from .progress import Progress
+from .renders import VARIANT_FIELDS
 from .store import Store, atomic_write, exclusive
 
 
@@ -263,7 +264,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     from .analysis.references import folder_references, skimage_references
     from .executors import LocalExecutor
     from .optvis.objectives import LOGITS
-    from .renders import PHASES, PHOTO_KINDS, job_work, plan as plan_renders
+    from .renders import KINDS, PHASES, PHOTO_KINDS, job_work, plan as plan_renders
 
     executor = executor or LocalExecutor()
     loaded, layers, units, name = plan.loaded, plan.layers, plan.units, plan.loaded.name
@@ -292,18 +293,17 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     accent_photos = stage.canvas_photos(loaded, refs, sorted({i for m in modules for i in best[m].values()}),
                                         config.render.size)
     for m in modules:
-        for kind, ids in (("channel", units[m] + drivers[m]), ("neuron", neurons[m]), ("second-seed", variants[m]),
-                          ("negative", variants[m]), ("diversity", variants[m])):
-            sets[kind, m] = plan_renders(loaded, kind, m, ids, config, store, report,
-                                         box=analysis.boxes.get(m) if kind == "neuron" else None)
-        for kind in PHOTO_KINDS:
-            sets[kind, m] = plan_renders(loaded, kind, m, sorted(analysis.photos), config, store, report,
-                                         photos=analysis.photos)
-        sets["accentuation", m] = plan_renders(loaded, "accentuation", m, list(best[m]), config, store, report,
-                                               photos={c: accent_photos[i] for c, i in best[m].items()})
-        if m in analysis.groups:
-            vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(analysis.groups[m]["vectors"])}
-            sets["group", m] = plan_renders(loaded, "group", m, list(vectors), config, store, report, vectors=vectors)
+        vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(analysis.groups.get(m, {}).get("vectors", []))}
+        # what each kind renders of this layer, and what its jobs need besides the ids
+        wanted = {"channel": (units[m] + drivers[m], {}), "group": (list(vectors), {"vectors": vectors}),
+                  "neuron": (neurons[m], {"box": analysis.boxes.get(m)}),
+                  **{kind: (variants[m], {}) for kind in ("second-seed", "negative", "diversity")},
+                  "accentuation": (list(best[m]), {"photos": {c: accent_photos[i] for c, i in best[m].items()}}),
+                  **{kind: (sorted(analysis.photos), {"photos": analysis.photos}) for kind in PHOTO_KINDS}}
+        for kind in KINDS:
+            if kind in wanted:
+                ids, needs = wanted[kind]
+                sets[kind, m] = plan_renders(loaded, kind, m, ids, config, store, report, **needs)
     sets["class", LOGITS] = plan_renders(loaded, "class", LOGITS, classes, config, store, report, names=analysis.labels)
     jobs = [job for rendered in sets.values() for job in rendered.jobs]
     if config.shard:
@@ -394,12 +394,10 @@ def _model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, 
             driver["top"] = driver["top"][:stage.DRIVER_TOP]
         _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), analysis.stats[m], report)
         _add_variants(loaded, entry, sets["channel", m].found,
-                      {kind: found(kind, m) for kind in ("second-seed", "negative", "diversity", "accentuation")},
-                      report)
+                      {kind: found(kind, m) for kind in VARIANT_FIELDS}, report)
         entry["dreams"] = _dreams(loaded, m, found("dream", m), found("inversion", m), report)
         _add_circuits(entry, analysis.circuits.get(m) or {}, analysis.labels)
-        entry["groups"] = _groups(name, m, analysis.groups.get(m), found("group", m) if ("group", m) in sets else {},
-                                  analysis.shown, report)
+        entry["groups"] = _groups(name, m, analysis.groups.get(m), found("group", m), analysis.shown, report)
         entry["group_fit"] = _group_fit(analysis.groups.get(m), analysis.groups_key)
         entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
                      maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
@@ -512,10 +510,7 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
             "failed": failed,
             "rendered": rendered,
             "neuron": None,
-            "second_seed": None,
-            "negative": None,
-            "diversity": None,
-            "accentuation": None,
+            **dict.fromkeys(VARIANT_FIELDS.values()),  # second_seed, negative, ...: _add_variants
         })
     ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]
     entry["median_ratio"] = statistics.median(ratios) if ratios else None
@@ -564,7 +559,7 @@ def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], r
                 report.flat.append(f"{loaded.name} {entry['module']} unit {c} ({kind})")
             ref_max = unit["ref_max"]
             scale = ref_max if ref_max is not None and ref_max > 0 else None
-            unit[kind.replace("-", "_")] = {
+            unit[VARIANT_FIELDS[kind]] = {
                 "key": stored.key, "activation": stored.meta["activation"], "flat": bool(stored.meta.get("flat")),
                 "ratio": stored.meta["activation"] / scale if scale else None,
                 "objective": stored.meta["objective"], "seed": stored.meta["seed"],

@@ -1,6 +1,7 @@
 """The renders a build makes: planned as jobs, run by an executor, stored as they arrive.
 
-Per layer and unit, one of ``UNIT_KINDS``:
+Each kind is one entry of ``KINDS`` (its phase, what its ids are, how it batches and renders, where
+a unit's page shows it). Per layer and unit:
 
 - ``channel``: the unit's whole channel, maximized (the render every unit gets);
 - ``neuron``: its centre neuron, optimizing only the pixels of its receptive-field box;
@@ -37,14 +38,6 @@ import numpy as np
 from .config import RenderSettings
 from .store import Store, StoredRender, canonical_key
 
-UNIT_KINDS = ("channel", "neuron", "second-seed", "negative", "diversity", "accentuation")
-PHOTO_KINDS = ("dream", "inversion")
-BATCHED_KINDS = (*UNIT_KINDS, "group")  # cut into chunks of the batch size (the others render in one batch)
-# The order a build renders in, a phase at a time: the site is written after each one, so the
-# channel renders of every layer are browsable long before the extras are done.
-PHASES = (("channel renders", ("channel",)), ("neuron groups", ("group",)), ("centre neurons", ("neuron",)),
-          ("variants", ("second-seed", "negative", "diversity", "accentuation")), ("DeepDreams and inversions", PHOTO_KINDS),
-          ("class visualizations", ("class",)))
 RETRY_LR_FACTOR = 0.1  # a batch that hits NaN/inf is optimized again at a tenth of the learning rate
 # Bump when the render code changes what it makes in a way no setting or constant says (render_key).
 RENDER_ALGO_VERSION = 4  # 4: channels-last memory, transform samples batched together
@@ -113,10 +106,10 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
     job for each chunk with any missing. ``box``: a neuron render's receptive field; ``names``:
     class names by class id; ``photos``: ``{index: (canvas-sized photo, digest)}`` for dreams and
     inversions; ``vectors``: each group's channel mix by group id. Found renders count as cached in ``report``."""
-    from .optvis.render import DIVERSITY_K, choose_batch, class_settings
+    from .optvis.render import choose_batch
 
-    ids = list(ids)
-    settings = class_settings(config.render) if kind == "class" else config.render
+    entry, ids = kind_of(kind), list(ids)
+    settings = entry.settings(config.render)
     constants = recipe()
     keys = {i: render_key(loaded, kind, layer, i, settings, config.seed, box=box,
                           name=(names or {}).get(i, "") if kind == "class" else "",
@@ -124,9 +117,8 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
                           constants=constants) for i in ids}
     found = {i: store.get_render(keys[i]) for i in ids}
     report.cached += sum(stored is not None for stored in found.values())
-    if kind in BATCHED_KINDS:
-        batch = choose_batch(loaded, len(ids), config.batch)
-        batch = max(1, batch // DIVERSITY_K) if kind == "diversity" else batch
+    if entry.batched:  # images a batch of the batch size holds
+        batch = max(1, choose_batch(loaded, len(ids), config.batch) // entry.images())
     else:  # classes, dreams and inversions: one batch
         batch = max(1, len(ids))
     jobs = []
@@ -143,20 +135,15 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
 
 
 def job_steps(job: RenderJob) -> int:
-    """How many optimizer steps ``job`` runs (a DeepDream is a short climb)."""
-    from .optvis.dream import DREAM_STEPS
-
-    return min(job.settings.steps, DREAM_STEPS) if job.kind == "dream" else job.settings.steps
+    """How many optimizer steps ``job`` runs (a DeepDream or an accentuation is a short climb)."""
+    return KINDS[job.kind].steps(job.settings)
 
 
 def job_work(job: RenderJob) -> float:
     """A job's cost in image-steps (images optimized x steps x transform samples): what the progress
     display counts, so that its ETA weighs a diversity job (three images a unit) and a DeepDream
     (a short climb) by what they cost."""
-    from .optvis.render import DIVERSITY_K
-
-    images = len(job.ids) * (DIVERSITY_K if job.kind == "diversity" else 1)
-    return float(images * job_steps(job) * job.settings.samples)
+    return float(len(job.ids) * KINDS[job.kind].images() * job_steps(job) * job.settings.samples)
 
 
 def run_job(loaded, job: RenderJob, magnitude=None, on_step: Callable[[int], None] | None = None) -> list:
@@ -211,39 +198,146 @@ def run_timed(loaded, job: RenderJob, magnitude=None, on_step=None) -> tuple[lis
 
 
 def _render(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step) -> list:
-    """One chunk of ``job.kind`` renders with ``settings``; channel renders also get their perturbed means."""
+    """One chunk of ``job.kind`` renders with ``settings`` (the kind's own ``render``)."""
+    return kind_of(job.kind).render(loaded, job, settings, magnitude, on_step)
+
+
+def _channels(loaded, job: RenderJob, settings: RenderSettings, magnitude, on_step) -> list:
+    """Channel renders (a second seed starts from the next build seed), with their perturbed means."""
     from .optvis import render
-    from .optvis.dream import accentuate, deep_dream, invert
     from .optvis.objectives import Channel
     from .optvis.trust import perturbed_scores
 
-    kind, layer, chunk, seed = job.kind, job.layer, list(job.ids), job.seed
-    if kind == "neuron":
-        return render.render_neurons(loaded, layer, chunk, settings, seed, box=job.box, on_step=on_step)
-    if kind == "negative":
-        return render.render_negatives(loaded, layer, chunk, settings, seed, on_step=on_step, magnitude=magnitude)
-    if kind == "diversity":
-        groups = render.render_diversity(loaded, layer, chunk, settings, seed, on_step=on_step, magnitude=magnitude)
-        return [render.side_by_side(group) for group in groups]
-    if kind == "accentuation":
-        return accentuate(loaded, layer, chunk, list(job.photos), settings, seed, on_step=on_step)
-    if kind == "group":
-        return render.render_groups(loaded, layer, chunk, job.vectors, settings, seed, on_step=on_step,
-                                    magnitude=magnitude)
-    if kind == "class":
-        return render.render_classes(loaded, chunk, settings, seed, names=job.names, magnitude=magnitude,
-                                     on_step=on_step)
-    if kind in PHOTO_KINDS:
-        function = deep_dream if kind == "dream" else invert
-        return function(loaded, layer, list(job.photos), settings, seed, indices=chunk, on_step=on_step)
-    if kind not in ("channel", "second-seed"):
-        raise ValueError(f"unknown render kind {kind!r}; use one of {', '.join((*BATCHED_KINDS, 'class', *PHOTO_KINDS))}")
-    results = render.render_channels(loaded, layer, chunk, settings, seed + (kind == "second-seed"), on_step=on_step,
-                                     magnitude=magnitude)
-    perturbed = perturbed_scores(loaded, Channel(layer, tuple(chunk)), [r.image for r in results])
+    chunk = list(job.ids)
+    results = render.render_channels(loaded, job.layer, chunk, settings, job.seed + (job.kind == "second-seed"),
+                                     on_step=on_step, magnitude=magnitude)
+    perturbed = perturbed_scores(loaded, Channel(job.layer, tuple(chunk)), [r.image for r in results])
     for i, result in enumerate(results):
         result.extra["perturbed"] = {name: values[i] for name, values in perturbed.items()}
     return results
+
+
+def _neurons(loaded, job, settings, magnitude, on_step) -> list:
+    from .optvis.render import render_neurons
+
+    return render_neurons(loaded, job.layer, list(job.ids), settings, job.seed, box=job.box, on_step=on_step)
+
+
+def _negatives(loaded, job, settings, magnitude, on_step) -> list:
+    from .optvis.render import render_negatives
+
+    return render_negatives(loaded, job.layer, list(job.ids), settings, job.seed, on_step=on_step, magnitude=magnitude)
+
+
+def _diversity(loaded, job, settings, magnitude, on_step) -> list:
+    from .optvis.render import render_diversity, side_by_side
+
+    groups = render_diversity(loaded, job.layer, list(job.ids), settings, job.seed, on_step=on_step, magnitude=magnitude)
+    return [side_by_side(group) for group in groups]
+
+
+def _accentuations(loaded, job, settings, magnitude, on_step) -> list:
+    from .optvis.dream import accentuate
+
+    return accentuate(loaded, job.layer, list(job.ids), list(job.photos), settings, job.seed, on_step=on_step)
+
+
+def _groups(loaded, job, settings, magnitude, on_step) -> list:
+    from .optvis.render import render_groups
+
+    return render_groups(loaded, job.layer, list(job.ids), job.vectors, settings, job.seed, on_step=on_step,
+                         magnitude=magnitude)
+
+
+def _photos(loaded, job, settings, magnitude, on_step) -> list:
+    from .optvis.dream import deep_dream, invert
+
+    function = deep_dream if job.kind == "dream" else invert
+    return function(loaded, job.layer, list(job.photos), settings, job.seed, indices=list(job.ids), on_step=on_step)
+
+
+def _classes(loaded, job, settings, magnitude, on_step) -> list:
+    from .optvis.render import render_classes
+
+    return render_classes(loaded, list(job.ids), settings, job.seed, names=job.names, magnitude=magnitude,
+                          on_step=on_step)
+
+
+def _diversity_k() -> int:
+    from .optvis.render import DIVERSITY_K
+
+    return DIVERSITY_K
+
+
+def _class_settings(settings: RenderSettings) -> RenderSettings:
+    from .optvis.render import class_settings
+
+    return class_settings(settings)
+
+
+def _dream_steps(settings: RenderSettings) -> int:
+    from .optvis.dream import DREAM_STEPS
+
+    return min(settings.steps, DREAM_STEPS)
+
+
+def _accent_steps(settings: RenderSettings) -> int:
+    from .optvis.dream import ACCENT_STEPS
+
+    return min(settings.steps, ACCENT_STEPS)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of render, in one place: its ``name`` (in keys, jobs and the store), the ``phase``
+    of a build it renders in, what its ids are (``of``: ``unit`` channels, neuron ``group``s,
+    ``photo``s or ``class``es), whether its ids are cut into batches of the batch size
+    (``batched``; the others render in one batch), how many images one id optimizes (``images``),
+    the settings it renders with (``settings``) and for how many steps (``steps``), the field of a
+    unit's manifest entry that holds it where it is one of a unit's variants (``field``), and the
+    function that renders a job (``render``: ``(loaded, job, settings, magnitude, on_step)`` ->
+    one ``RenderResult`` per id)."""
+
+    name: str
+    phase: str
+    of: str
+    render: Callable
+    batched: bool = True
+    images: Callable[[], int] = lambda: 1
+    settings: Callable[[RenderSettings], RenderSettings] = lambda settings: settings
+    steps: Callable[[RenderSettings], int] = lambda settings: settings.steps
+    field: str | None = None
+
+
+# Every kind, in the order a build renders them, a phase at a time: the site is written after
+# each phase, so the channel renders of every layer are browsable long before the extras are done.
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("channel", "channel renders", "unit", _channels),
+    Kind("group", "neuron groups", "group", _groups),
+    Kind("neuron", "centre neurons", "unit", _neurons),
+    Kind("second-seed", "variants", "unit", _channels, field="second_seed"),
+    Kind("negative", "variants", "unit", _negatives, field="negative"),
+    Kind("diversity", "variants", "unit", _diversity, images=_diversity_k, field="diversity"),
+    Kind("accentuation", "variants", "unit", _accentuations, steps=_accent_steps, field="accentuation"),
+    Kind("dream", "DeepDreams and inversions", "photo", _photos, batched=False, steps=_dream_steps),
+    Kind("inversion", "DeepDreams and inversions", "photo", _photos, batched=False),
+    Kind("class", "class visualizations", "class", _classes, batched=False, settings=_class_settings),
+)}
+def kind_of(name: str) -> Kind:
+    """The kind called ``name``.
+
+    Raises:
+        ValueError: there is none.
+    """
+    if name not in KINDS:
+        raise ValueError(f"unknown render kind {name!r}; use one of {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+PHASES = tuple((phase, tuple(k for k in KINDS if KINDS[k].phase == phase))
+               for phase in dict.fromkeys(kind.phase for kind in KINDS.values()))
+PHOTO_KINDS = tuple(k for k in KINDS if KINDS[k].of == "photo")
+VARIANT_FIELDS = {k: KINDS[k].field for k in KINDS if KINDS[k].field}  # kind -> its field in a unit's entry
 
 
 # Module-level constants of these modules are part of every render's key (``recipe``): the render
@@ -256,7 +350,7 @@ RECIPE_ALSO = (("reportgen.images", "FLAT_STD"),)  # elsewhere, but stored with 
 # How many units share a batch is not in the key: a resumed or sharded build finds its renders
 # whatever --batch says (batched kernels may differ from unbatched ones in the last bits only);
 # nor is the order in which a build renders its kinds (PHASES).
-NOT_IN_KEY = frozenset({"GPU_BATCH", "CPU_BATCH", "UNIT_KINDS", "PHOTO_KINDS", "BATCHED_KINDS", "PHASES", "RECIPE_MODULES",
+NOT_IN_KEY = frozenset({"GPU_BATCH", "CPU_BATCH", "KINDS", "PHOTO_KINDS", "VARIANT_FIELDS", "PHASES", "RECIPE_MODULES",
                         "RECIPE_ALSO", "NOT_IN_KEY"})
 _CONSTANT = re.compile(r"_?[A-Z][A-Z0-9_]*")
 
