@@ -122,7 +122,7 @@ def main(out: Path) -> None:
         print(f"| analysis: {part} | | {seconds:.1f} |")
     parts = site_bytes(out, model)
     total = sum(file.stat().st_size for file in (out / "site").rglob("*") if file.is_file())
-    print(f"\n| part | site kB | per shown unit (kB) |\n|---|---|---|")
+    print("\n| part | site kB | per shown unit (kB) |\n|---|---|---|")
     for part, size in parts.items():
         print(f"| {part} | {size / 1e3:.0f} | {size / 1e3 / shown:.1f} |")
     added = sum(parts.values())

@@ -24,7 +24,7 @@ import torch
 
 from ..config import RenderSettings
 from ..models import LoadedModel
-from .objectives import Accentuation, Channel, activations
+from .objectives import Channel, activations
 from .param import PixelImage, fft_from_photos, make_image
 from .render import ACCENT_WEIGHT, RenderResult, optimize, render_objective, unit_seed
 from .trust import to_tensor

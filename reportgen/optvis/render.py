@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config import RenderSettings
-from ..layers import FeatureTap
 from ..models import LoadedModel
 from .objectives import (LOGITS, L1, L2, Accentuation, Blur, Channel, ChannelL2, ClassLogit, Direction, Diversity, FeatureMatch,
                          LayerL2,
