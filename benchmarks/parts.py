@@ -45,17 +45,15 @@ def section(html: str, heading_id: str) -> int:
 
 def render_seconds(out: Path, model: dict) -> dict[str, tuple[int, float]]:
     """(count, seconds) of the renders each part added, from the metadata stored with each render."""
-    drivers = {u["key"] for layer in model["layers"] for u in layer.get("drivers", []) if u["key"]}
-    parts: dict[str, list[float]] = {"drivers' channel renders": [], "neuron groups": [], "accentuations": []}
-    for meta_file in (out / ".cache" / "renders").glob("*/*.json"):
-        meta = json.loads(meta_file.read_text())
-        if meta_file.stem in drivers:
-            parts["drivers' channel renders"].append(meta.get("seconds", 0.0))
-        elif meta.get("kind") == "group":
-            parts["neuron groups"].append(meta.get("seconds", 0.0))
-        elif meta.get("kind") == "accentuation":
-            parts["accentuations"].append(meta.get("seconds", 0.0))
-    return {part: (len(values), sum(values)) for part, values in parts.items()}
+    layers = model["layers"]
+    keys = {"drivers' channel renders": [u["key"] for layer in layers for u in layer.get("drivers", [])],
+            "neuron groups": [g["key"] for layer in layers for g in layer.get("groups", [])],
+            "accentuations": [(u.get("accentuation") or {}).get("key") for layer in layers for u in layer["units"]]}
+    seconds = {}
+    for part, found in keys.items():  # only this report's renders (a store can hold others)
+        metas = [json.loads((out / ".cache" / "renders" / key[:2] / f"{key}.json").read_text()) for key in found if key]
+        seconds[part] = (len(metas), sum(meta.get("seconds", 0.0) for meta in metas))
+    return seconds
 
 
 def analysis_seconds(model: dict) -> dict[str, float]:

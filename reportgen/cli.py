@@ -154,8 +154,8 @@ def main(debug):
               help="Also render the N channels of each layer that drive the most shown units of the next layer "
                    "(0: none). Every driver a unit page names gets a page. Default: 4 (quick), 8 (standard, full).")
 @click.option("--groups", type=int, default=None,
-              help="Factor each layer's activations into N neuron groups (NMF over every position of the reference "
-                   "images) and render each (0: none). Default: 6.")
+              help="Factor each layer's activations into N neuron groups (NMF over up to 16,384 positions of "
+                   "32 reference images) and render each (0: none). Default: 6.")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="Folder of reference images (default: scikit-image photographs).")
 @click.option("--batch", type=int, default=None, help="Units optimized together (default: from free memory).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default report/).")

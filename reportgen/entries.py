@@ -342,10 +342,6 @@ def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildRep
     return entries
 
 
-# A spread of ImageNet classes a reader recognizes at a glance (animals, objects, food, scenes),
-# in the order class visualizations are made: the first N for ``--classes N``.
-
-
 def _classes(loaded, classes: list[int], found: dict, labels: dict, report: BuildReport) -> list[dict]:
     """Class visualizations and what the model itself predicts on each (its top class and probability)."""
     import numpy as np

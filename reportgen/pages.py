@@ -211,7 +211,7 @@ def _curve_svg(curve: list, width: int = 360, height: int = 160) -> str:
 def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input_side: int,
                  originals: dict[int, np.ndarray] | None = None):
     """Yield ``(path relative to the layer folder, RGB array)`` for every picture of a layer's pages:
-    unit renders and their variants (second seed, negative, diversity; low-contrast ones stretched
+    unit renders and their variants (second seed, negative, diversity, accentuation; low-contrast ones stretched
     for display, the masters stay raw), centre-neuron renders (with the receptive field drawn, and
     zoomed into it), DeepDreams and inversions, activation-map overlays on ``photos`` (reference
     thumbnails by image index), the crop of each unit's top images (``originals``, at the model's

@@ -290,7 +290,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     for m in modules:
         vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(analysis.groups.get(m, {}).get("vectors", []))}
         # what each kind renders of this layer, and what its jobs need besides the ids
-        wanted = {"channel": (units[m] + drivers[m], {}), "group": (list(vectors), {"vectors": vectors}),
+        wanted = {"channel": (units[m] + drivers[m], {}), "group": (list(vectors), {"vectors": vectors, "source": analysis.groups_key}),
                   "neuron": (neurons[m], {"box": analysis.boxes.get(m)}),
                   **{kind: (variants[m], {}) for kind in ("second-seed", "negative", "diversity")},
                   "accentuation": (list(best[m]), {"photos": {c: accent_photos[i] for c, i in best[m].items()}}),
@@ -363,6 +363,8 @@ def shard_of(job, count: int) -> int:
     return int.from_bytes(digest[:8], "little") % count
 
 
+# A spread of ImageNet classes a reader recognizes at a glance (animals, objects, food, scenes),
+# in the order class visualizations are made: the first N for ``--classes N``.
 CLASS_IDS = (1, 130, 207, 281, 291, 323, 340, 388, 417, 430, 504, 812, 933, 947, 954, 963, 980, 985, 9, 99,
              144, 309, 402, 409, 437, 457, 471, 508, 530, 559, 574, 609, 635, 701, 717, 737, 779, 805, 817,
              849, 879, 907, 920, 928, 937, 949, 951, 971)

@@ -47,8 +47,8 @@ RENDER_ALGO_VERSION = 4  # 4: channels-last memory, transform samples batched to
 class RenderJob:
     """One batch to optimize: ``kind`` renders of ``ids`` (a whole chunk) of ``layer``, of which
     ``todo`` are missing from the store. ``box`` is a neuron render's receptive field, ``names``
-    the class names of a class job, ``photos`` the canvas-sized photos of a dream or inversion job
-    and ``vectors`` the channel mixes of a group job (one per id)."""
+    the class names of a class job, ``photos`` the canvas-sized photos of a dream, inversion or
+    accentuation job and ``vectors`` the channel mixes of a group job (one per id)."""
 
     kind: str
     layer: str
@@ -101,11 +101,12 @@ class RenderSet:
 def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store, report,
          box: tuple[int, int, int, int] | None = None, names: dict[int, str] | None = None,
          photos: dict[int, tuple[np.ndarray, str]] | None = None,
-         vectors: dict[int, tuple[float, ...]] | None = None) -> RenderSet:
+         vectors: dict[int, tuple[float, ...]] | None = None, source: str = "") -> RenderSet:
     """Key every render of ``kind`` for ``ids`` of ``layer``, read those the store has, and make a
     job for each chunk with any missing. ``box``: a neuron render's receptive field; ``names``:
     class names by class id; ``photos``: ``{index: (canvas-sized photo, digest)}`` for dreams and
-    inversions; ``vectors``: each group's channel mix by group id. Found renders count as cached in ``report``."""
+    inversions and the photo an accentuation starts from; ``vectors``: each group's channel mix by
+    group id, and ``source`` the store key of the analysis that made them (what keys the renders). Found renders count as cached in ``report``."""
     from .optvis.render import choose_batch
 
     entry, ids = kind_of(kind), list(ids)
@@ -113,8 +114,8 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
     constants = recipe()
     keys = {i: render_key(loaded, kind, layer, i, settings, config.seed, box=box,
                           name=(names or {}).get(i, "") if kind == "class" else "",
-                          photo=photos[i][1] if photos else None, vector=(vectors or {}).get(i),
-                          constants=constants) for i in ids}
+                          photo=photos[i][1] if photos else None,
+                          group=f"{source}/{i}" if kind == "group" else None, constants=constants) for i in ids}
     found = {i: store.get_render(keys[i]) for i in ids}
     report.cached += sum(stored is not None for stored in found.values())
     if entry.batched:  # images a batch of the batch size holds
@@ -136,14 +137,14 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
 
 def job_steps(job: RenderJob) -> int:
     """How many optimizer steps ``job`` runs (a DeepDream or an accentuation is a short climb)."""
-    return KINDS[job.kind].steps(job.settings)
+    return kind_of(job.kind).steps(job.settings)
 
 
 def job_work(job: RenderJob) -> float:
     """A job's cost in image-steps (images optimized x steps x transform samples): what the progress
     display counts, so that its ETA weighs a diversity job (three images a unit) and a DeepDream
     (a short climb) by what they cost."""
-    return float(len(job.ids) * KINDS[job.kind].images() * job_steps(job) * job.settings.samples)
+    return float(len(job.ids) * kind_of(job.kind).images() * job_steps(job) * job.settings.samples)
 
 
 def run_job(loaded, job: RenderJob, magnitude=None, on_step: Callable[[int], None] | None = None) -> list:
@@ -323,6 +324,8 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("inversion", "DeepDreams and inversions", "photo", _photos, batched=False),
     Kind("class", "class visualizations", "class", _classes, batched=False, settings=_class_settings),
 )}
+
+
 def kind_of(name: str) -> Kind:
     """The kind called ``name``.
 
@@ -374,21 +377,23 @@ def recipe() -> dict[str, object]:
 
 def render_key(loaded, kind: str, layer: str, index: int, settings: RenderSettings, seed: int,
                box: tuple[int, int, int, int] | None = None, name: str = "", photo: str | None = None,
-               vector: tuple[float, ...] | None = None, constants: dict | None = None) -> str:
+               group: str | None = None, constants: dict | None = None) -> str:
     """The store key of one render of ``kind``: what it optimizes (its objective's own ``to_dict``,
     from ``optvis.render.render_objective``), every setting the loop reads (``settings``), every
     constant of the render code (``constants``, default ``recipe()``), the model, its weights and
     how they are fed (preprocessing, resized input), the build seed, and the neuron's ``box`` or the
-    ``photo``'s digest. ``name`` is a class's name, ``vector`` a group's channel mix. Two renders share a key only if they make the
+    ``photo``'s digest. ``name`` is a class's name; ``group`` names a neuron group (the key of the
+    analysis that found it and its index) rather than its mix of channels, whose last bits may
+    differ between machines and thread counts. Two renders share a key only if they make the
     same pixels."""
     from .optvis import render
 
     return canonical_key({
         "v": RENDER_ALGO_VERSION, "kind": kind, "layer": layer, "index": index,
         "objective": render.render_objective(kind, layer, (index,), (name,) if kind == "class" else (),
-                                             settings=settings,
-                                             vectors=(vector,) if kind == "group" else ()).to_dict(),
-        "box": list(box) if box and kind == "neuron" else None, "photo": photo, "settings": settings.to_dict(),
+                                             settings=settings).to_dict(),
+        "box": list(box) if box and kind == "neuron" else None, "photo": photo, "group": group,
+        "settings": settings.to_dict(),
         "seed": seed, "recipe": recipe() if constants is None else constants, "model": loaded.name, "weights": loaded.weights.digest,
         "preprocess": vars(loaded.preprocess), "fixed_input": loaded.fixed_input,
     })

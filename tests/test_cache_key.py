@@ -60,7 +60,7 @@ def _keys(tiny, settings=SETTINGS, loaded=None):
     return {kind: renders.render_key(loaded, kind, "logits" if kind == "class" else "blocks.1.0", 1, settings, 0,
                                      box=(2, 2, 20, 20), name="goldfish",
                                      photo="p" * 64 if kind in (*renders.PHOTO_KINDS, "accentuation") else None,
-                                     vector=(0.6, 0.8) if kind == "group" else None)
+                                     group="g/1" if kind == "group" else None)
             for kind in KINDS}
 
 
@@ -105,8 +105,8 @@ def test_the_model_its_feeding_and_the_unit_are_in_the_key(tiny):
         renders.render_key(tiny, "dream", "blocks.1.0", 1, SETTINGS, 0, photo="b" * 64)
     assert renders.render_key(tiny, "accentuation", "blocks.1.0", 1, SETTINGS, 0, photo="a" * 64) != \
         renders.render_key(tiny, "accentuation", "blocks.1.0", 1, SETTINGS, 0, photo="b" * 64)
-    assert renders.render_key(tiny, "group", "blocks.1.0", 1, SETTINGS, 0, vector=(0.6, 0.8)) != \
-        renders.render_key(tiny, "group", "blocks.1.0", 1, SETTINGS, 0, vector=(0.8, 0.6))
+    assert renders.render_key(tiny, "group", "blocks.1.0", 1, SETTINGS, 0, group="a/1") != \
+        renders.render_key(tiny, "group", "blocks.1.0", 1, SETTINGS, 0, group="b/1")
     assert renders.render_key(tiny, "class", "logits", 1, SETTINGS, 0, name="a") != \
         renders.render_key(tiny, "class", "logits", 1, SETTINGS, 0, name="b")
 

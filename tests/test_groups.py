@@ -64,13 +64,18 @@ def test_a_one_hot_direction_is_the_channel_mean(tiny):
     assert torch.allclose(Direction("bn1", one_hot).score(acts), Channel("bn1", (2, 7, 7)).score(acts))
 
 
-def test_stored_groups_agree_with_the_activations_measured_independently(tiny, tmp_path):
+@pytest.mark.parametrize("layer", ["bn1", "blocks.2.0"])
+def test_stored_groups_agree_with_the_activations_measured_independently(tiny, tmp_path, layer):
+    """Both layers are fitted in one pass: the first one's values are taken where the forward goes
+    on into its in-place activation function, which must not change what was taken."""
     refs = skimage_references()
     used = list(range(len(refs.images)))[:stage.GROUP_IMAGES]
-    key, groups = stage.groups(tiny, ["blocks.2.0"], 4, refs, used, Store(tmp_path))
-    found = groups["blocks.2.0"]
-    assert found["vectors"].shape == (4, 32) and found["top"].shape == (4, stage.GROUP_TOP)
-    # best: the highest spatial mean along each mix (positive part) over the fitted images, through the objective code
+    key, groups = stage.groups(tiny, ["bn1", "blocks.2.0"], 4, refs, used, Store(tmp_path))
+    found = groups[layer]
+    channels = {"bn1": 24, "blocks.2.0": 32}[layer]
+    assert found["vectors"].shape == (4, channels) and found["top"].shape == (4, stage.GROUP_TOP)
+    # best: the highest spatial mean along each mix (positive part) over the fitted images, measured
+    # one layer at a time through the objective code
     images = [int(i) for i in used]
     means = []
     for start in range(0, len(images), 8):
@@ -78,15 +83,20 @@ def test_stored_groups_agree_with_the_activations_measured_independently(tiny, t
                                       tiny.preprocess.crop_pct, 8))
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
         with torch.no_grad():
-            acts = activations(tiny.module, ["blocks.2.0"], x, tiny.preprocess.mean, tiny.preprocess.std)
-        means.append(torch.stack([Direction("blocks.2.0", (tuple(map(float, v)),) * len(x), positive=True).score(acts)
+            acts = activations(tiny.module, [layer], x, tiny.preprocess.mean, tiny.preprocess.std)
+        means.append(torch.stack([Direction(layer, (tuple(map(float, v)),) * len(x), positive=True).score(acts)
                                   for v in found["vectors"]], dim=1))
     np.testing.assert_allclose(found["best"], torch.cat(means).amax(dim=0).numpy(), rtol=1e-4, atol=1e-6)
     # the cache gives the same back, and the presence maps are stored under the key
-    again_key, again = stage.groups(tiny, ["blocks.2.0"], 4, refs, used, Store(tmp_path))
-    assert again_key == key and np.array_equal(again["blocks.2.0"]["vectors"], found["vectors"])
-    maps = Store(tmp_path).get_arrays(key)["maps|blocks.2.0"]
+    again_key, again = stage.groups(tiny, ["bn1", "blocks.2.0"], 4, refs, used, Store(tmp_path))
+    assert again_key == key and np.array_equal(again[layer]["vectors"], found["vectors"])
+    maps = Store(tmp_path).get_arrays(key)[f"maps|{layer}"]
     assert maps.shape[:2] == (4, stage.GROUP_TOP) and float(maps.max()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_group_left_with_no_weight_is_dropped():
+    fit = nmf(torch.zeros(40, 6), 3)
+    assert fit.vectors.shape == (0, 6) and fit.error == 0.0
 
 
 def test_a_build_shows_each_layers_groups_with_renders(tmp_path):

@@ -30,7 +30,7 @@ EPS = 1e-12  # keeps a division finite when a group is empty
 @dataclass
 class Factors:
     """``A ≈ presence @ vectors``: ``vectors`` [k, C], each row of unit L2 norm, sorted by
-    ``share``; ``presence`` [N, k]; ``share`` [k], each group's part of the reconstruction's total
+    ``share`` (a group left with no weight is dropped, so ``k`` can be less than asked); ``presence`` [N, k]; ``share`` [k], each group's part of the reconstruction's total
     (they sum to 1); ``error``: the relative reconstruction error ``‖A − W H‖_F / ‖A‖_F``."""
 
     vectors: torch.Tensor
@@ -61,7 +61,9 @@ def nmf(a: torch.Tensor, k: int, seed: int = 0, sweeps: int = NMF_SWEEPS) -> Fac
         for j in range(k):
             h[j] = (h[j] + (wta[j] - wtw[j] @ h) / max(float(wtw[j, j]), EPS)).clamp_(min=0)
         w = _presence_sweep(a, h, w)
-    norms = h.norm(dim=1).clamp(min=EPS)
+    norms = h.norm(dim=1)
+    alive = norms > EPS  # a group that ends with no weight (all-zero data, or squeezed out) is dropped
+    h, w, norms = h[alive], w[:, alive], norms[alive]
     h, w = h / norms[:, None], w * norms[None, :]
     share = w.sum(dim=0) * h.sum(dim=1)
     share = share / share.sum().clamp(min=EPS)

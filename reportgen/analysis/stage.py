@@ -258,7 +258,8 @@ def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store:
     reference images; a layer with fewer channels gets one group per channel. Cached by weights,
     layers, ``k``, images and preprocessing.
 
-    Returns ``(store key, {layer: {...}})`` with, per layer, ``vectors`` [g, C] (unit norm),
+    Returns ``(store key, {layer: {...}})`` (the key also names the groups in their renders' keys:
+    the mixes are floating-point results, the key's inputs are not) with, per layer, ``vectors`` [g, C] (unit norm),
     ``share`` [g] (each group's part of the reconstruction), ``error`` (relative, on the positions
     fitted), ``positions`` and ``images`` fitted on, ``top`` / ``presence`` [g, GROUP_TOP] (the images
     where each group is present most, -1 where there are fewer, and its mean presence there) and
@@ -269,23 +270,25 @@ def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store:
 
     from ..layers import FeatureTap
     from .activations import MAP_MAX_SIDE, model_input
-    from .groups import nmf, presence
+    from .groups import NMF_SWEEPS, PRESENCE_SWEEPS, nmf, presence
     from .references import iter_batches
 
     images = [int(i) for i in used[:GROUP_IMAGES]]
-    key = canonical_key({"kind": "neuron-groups", "v": 2, "model": loaded.name, "weights": loaded.weights.digest,
+    key = canonical_key({"kind": "neuron-groups", "v": 3, "model": loaded.name, "weights": loaded.weights.digest,
                          "layers": modules, "k": k, "refs": refs.digest, "images": images,
-                         "preprocess": vars(loaded.preprocess)})
+                         "preprocess": vars(loaded.preprocess), "positions": GROUP_POSITIONS, "top": GROUP_TOP,
+                         "sweeps": [NMF_SWEEPS, PRESENCE_SWEEPS]})
     if k <= 0 or not images or not modules:
         return key, {}
     arrays = store.get_arrays(key)
     if arrays is None:
         def keep(_name: str, grid: torch.Tensor) -> torch.Tensor:
-            grid = grid.detach().float()
-            if grid.shape[-1] > MAP_MAX_SIDE:
+            # the positive part, a copy: the forward goes on into the layer's in-place activation
+            grid = grid.detach().to("cpu", torch.float32, copy=True).clamp_(min=0)
+            if grid.shape[-1] > MAP_MAX_SIDE:  # pooled after the positive part: means stay means
                 grid = torch.nn.functional.adaptive_avg_pool2d(grid, (MAP_MAX_SIDE * grid.shape[-2] // grid.shape[-1],
                                                                       MAP_MAX_SIDE))
-            return grid.cpu()
+            return grid
 
         acts: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
         size = loaded.preprocess.input_size[1]
@@ -296,16 +299,17 @@ def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store:
                     acts[m].append(grid)
         arrays = {"images": np.array(len(images))}
         for m in modules:
-            raw = torch.nan_to_num(torch.cat(acts.pop(m)), nan=0.0, posinf=0.0, neginf=0.0)  # [N, C, h, w]
-            n, c, h, w = raw.shape
-            rows = raw.clamp(min=0).permute(0, 2, 3, 1).reshape(-1, c)  # one row per (image, position)
+            positive = torch.nan_to_num(torch.cat(acts.pop(m)), nan=0.0, posinf=0.0)  # [N, C, h, w]
+            n, c, h, w = positive.shape
+            rows = positive.permute(0, 2, 3, 1).reshape(-1, c)  # one row per (image, position)
             picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0), device="cpu")[:GROUP_POSITIONS]
             factors = nmf(rows[picked], min(k, c, len(picked)))
             present = presence(rows, factors.vectors).reshape(n, h * w, -1)  # [N, h*w, g]
             mean = present.mean(dim=1)  # [N, g]
             top = torch.argsort(mean, dim=0, descending=True)[:GROUP_TOP].T  # [g, <=TOP] positions in ``images``
-            along = torch.einsum("nchw,gc->ng", raw.clamp(min=0), factors.vectors) / (h * w)  # mean along each mix
-            maps = torch.stack([present[top[g], :, g] for g in range(len(top))]).reshape(len(top), -1, h, w)
+            along = torch.einsum("nchw,gc->ng", positive, factors.vectors) / (h * w)  # mean along each mix
+            maps = torch.stack([present[top[g], :, g] for g in range(len(top))]).reshape(len(top), -1, h, w) \
+                if len(top) else torch.zeros(0, min(GROUP_TOP, n), h, w)
             peak = maps.amax(dim=(1, 2, 3)).clamp(min=1e-12)
             pad = GROUP_TOP - top.shape[1]
             arrays.update({

@@ -1,17 +1,17 @@
-"""Two ways to look at a layer through a real photograph, both run by the render loop.
+"""Three ways to look at a layer through a real photograph, all run by the render loop.
 
 - **DeepDream** (Mordvintsev et al. 2015): start from the photo and amplify whatever the layer
   already sees in it (maximize the L2 norm of the whole layer's activation).
 - **Feature inversion** (Mahendran & Vedaldi 2015): start from noise and find an image whose
   activations at the layer match the photo's: what the layer keeps of the image, and what it
   throws away. The Fourier parameterization and the small jitter are the image prior.
-
 - **Feature accentuation** (Hamblin et al. 2024): start from a photo that excites a unit and
   change it to excite the unit more while the layer's other features stay near the photo's: what
   the unit sees in that photo, drawn over it.
 
 All take photos already at the canvas size (uint8 [size, size, 3]) and return one
-``RenderResult`` per photo, labelled with the photo's index.
+``RenderResult`` per photo, labelled with the photo's index (an accentuation: with its unit's
+channel).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from ..config import RenderSettings
 from ..models import LoadedModel
-from .objectives import Channel, activations
+from .objectives import EPS, Channel, activations
 from .param import PixelImage, fft_from_photos, make_image
 from .render import ACCENT_WEIGHT, RenderResult, optimize, render_objective, unit_seed
 from .trust import to_tensor
@@ -81,8 +81,9 @@ def accentuate(model: LoadedModel, layer: str, channels: Sequence[int], photos: 
                weight: float = ACCENT_WEIGHT) -> list[RenderResult]:
     """For each of ``channels``, its photo (``photos[i]``, e.g. the unit's top reference image)
     changed to excite it more while ``layer``'s features stay near the photo's (``Accentuation``).
-    The photo is the starting point of a Fourier parameterization (``fft_from_photos``), shown at the
-    canvas's scale with a little jitter. The reported activation is the channel mean reached;
+    The photo is the starting point of a Fourier parameterization (``fft_from_photos``, whatever
+    ``settings.param`` says: a photo has no place in a fixed MACO spectrum), shown at the canvas's
+    scale with a little jitter. The reported activation is the channel mean reached;
     ``extra`` holds the photo's own mean (``start``) and the final relative feature distance
     (``distance``: 0 is the photo's features)."""
     channels = list(channels)
@@ -103,7 +104,8 @@ def accentuate(model: LoadedModel, layer: str, channels: Sequence[int], photos: 
     with torch.no_grad():
         final = activations(model.module, [layer], to_tensor([r.image for r in results], model.device), mean,
                             std)[layer]
-        distance = ((final - target).flatten(1).pow(2).sum(dim=1) / target.flatten(1).pow(2).sum(dim=1)).tolist()
+        distance = ((final - target).flatten(1).pow(2).sum(dim=1)
+                    / target.flatten(1).pow(2).sum(dim=1).clamp(min=EPS)).tolist()
     for result, value, far in zip(results, start, distance):
         result.extra.update(start=value, distance=far)
     return results
