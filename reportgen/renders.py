@@ -392,8 +392,8 @@ def render_key(loaded, kind: str, layer: str, index: int, settings: RenderSettin
         "v": RENDER_ALGO_VERSION, "kind": kind, "layer": layer, "index": index,
         "objective": render.render_objective(kind, layer, (index,), (name,) if kind == "class" else (),
                                              settings=settings).to_dict(),
-        "box": list(box) if box and kind == "neuron" else None, "photo": photo, "group": group,
-        "settings": settings.to_dict(),
+        "box": list(box) if box and kind == "neuron" else None, "photo": photo, "settings": settings.to_dict(),
         "seed": seed, "recipe": recipe() if constants is None else constants, "model": loaded.name, "weights": loaded.weights.digest,
         "preprocess": vars(loaded.preprocess), "fixed_input": loaded.fixed_input,
+        **({"group": group} if kind == "group" else {}),  # only groups have one: other keys stay as they were
     })

@@ -24,7 +24,8 @@ import torch
 
 from ..config import RenderSettings
 from ..models import LoadedModel
-from .objectives import EPS, Channel, activations
+from . import objectives
+from .objectives import Channel, activations
 from .param import PixelImage, fft_from_photos, make_image
 from .render import ACCENT_WEIGHT, RenderResult, optimize, render_objective, unit_seed
 from .trust import to_tensor
@@ -105,7 +106,7 @@ def accentuate(model: LoadedModel, layer: str, channels: Sequence[int], photos: 
         final = activations(model.module, [layer], to_tensor([r.image for r in results], model.device), mean,
                             std)[layer]
         distance = ((final - target).flatten(1).pow(2).sum(dim=1)
-                    / target.flatten(1).pow(2).sum(dim=1).clamp(min=EPS)).tolist()
+                    / target.flatten(1).pow(2).sum(dim=1).clamp(min=objectives.EPS)).tolist()
     for result, value, far in zip(results, start, distance):
         result.extra.update(start=value, distance=far)
     return results
