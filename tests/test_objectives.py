@@ -292,3 +292,18 @@ def test_feature_match_is_data_but_does_not_read_back():
         objective_from_dict({"kind": "sparkle"})
     with pytest.raises(ValueError, match="bad channel objective"):
         objective_from_dict({"kind": "channel", "layer": "a", "channel": [1]})
+
+
+def test_an_objective_over_two_layers_reads_each_as_alone(tiny):
+    """An earlier tapped layer's value goes on into its in-place activation function: what the
+    objective reads of it must be what a read of that layer alone gives."""
+    from reportgen.optvis.objectives import activations
+
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 64, 64)
+    args = (tiny.preprocess.mean, tiny.preprocess.std)
+    together = activations(tiny.module, ["bn1", "blocks.1.0"], images, *args)
+    for layer in ("bn1", "blocks.1.0"):
+        alone = activations(tiny.module, [layer], images, *args)[layer]
+        assert torch.equal(together[layer], alone), layer
+    assert bool((together["bn1"] < 0).any())  # the pre-activation, negatives and all

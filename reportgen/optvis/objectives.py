@@ -529,8 +529,9 @@ def activations(module: nn.Module, names: Sequence[str], images: torch.Tensor, m
             with FeatureTap(module, layers, pre_activation=True, reduce=lambda _name, grid: grid.clone()) as tap:
                 acts[LOGITS] = module(x)
                 outputs = tap.outputs
-        else:
-            with FeatureTap(module, layers, stop=True, pre_activation=True) as tap:
+        else:  # the forward stops at the last tap; an earlier tap's value goes on, so it is copied too
+            keep = (lambda _name, grid: grid.clone()) if len(layers) > 1 else None
+            with FeatureTap(module, layers, stop=True, pre_activation=True, reduce=keep) as tap:
                 outputs = tap.run(x)
         flat = [name for name in layers if outputs.get(name) is None]
         if flat:
