@@ -288,9 +288,11 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     accent_photos = stage.canvas_photos(loaded, refs, sorted({i for m in modules for i in best[m].values()}),
                                         config.render.size)
     for m in modules:
-        vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(analysis.groups.get(m, {}).get("vectors", []))}
+        mixes = analysis.groups.get(m, {}).get("vectors", [])
+        vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(mixes)}
         # what each kind renders of this layer, and what its jobs need besides the ids
-        wanted = {"channel": (units[m] + drivers[m], {}), "group": (list(vectors), {"vectors": vectors, "source": analysis.groups_key}),
+        wanted = {"channel": (units[m] + drivers[m], {}),
+                  "group": (list(vectors), {"vectors": vectors, "source": analysis.groups_key}),
                   "neuron": (neurons[m], {"box": analysis.boxes.get(m)}),
                   **{kind: (variants[m], {}) for kind in ("second-seed", "negative", "diversity")},
                   "accentuation": (list(best[m]), {"photos": {c: accent_photos[i] for c, i in best[m].items()}}),

@@ -106,7 +106,8 @@ def plan(loaded, kind: str, layer: str, ids: Sequence[int], config, store: Store
     job for each chunk with any missing. ``box``: a neuron render's receptive field; ``names``:
     class names by class id; ``photos``: ``{index: (canvas-sized photo, digest)}`` for dreams and
     inversions and the photo an accentuation starts from; ``vectors``: each group's channel mix by
-    group id, and ``source`` the store key of the analysis that made them (what keys the renders). Found renders count as cached in ``report``."""
+    group id, and ``source`` the store key of the analysis that made them (what keys the renders).
+    Found renders count as cached in ``report``."""
     from .optvis.render import choose_batch
 
     entry, ids = kind_of(kind), list(ids)

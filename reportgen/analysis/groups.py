@@ -30,7 +30,8 @@ EPS = 1e-12  # keeps a division finite when a group is empty
 @dataclass
 class Factors:
     """``A ≈ presence @ vectors``: ``vectors`` [k, C], each row of unit L2 norm, sorted by
-    ``share`` (a group left with no weight is dropped, so ``k`` can be less than asked); ``presence`` [N, k]; ``share`` [k], each group's part of the reconstruction's total
+    ``share`` (a group left with no weight is dropped, so ``k`` can be less than asked);
+    ``presence`` [N, k]; ``share`` [k], each group's part of the reconstruction's total
     (they sum to 1); ``error``: the relative reconstruction error ``‖A − W H‖_F / ‖A‖_F``."""
 
     vectors: torch.Tensor

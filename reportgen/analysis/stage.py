@@ -302,7 +302,8 @@ def groups(loaded, modules: list[str], k: int, refs, used: Sequence[int], store:
             positive = torch.nan_to_num(torch.cat(acts.pop(m)), nan=0.0, posinf=0.0)  # [N, C, h, w]
             n, c, h, w = positive.shape
             rows = positive.permute(0, 2, 3, 1).reshape(-1, c)  # one row per (image, position)
-            picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0), device="cpu")[:GROUP_POSITIONS]
+            draw = torch.Generator().manual_seed(0)
+            picked = torch.randperm(len(rows), generator=draw, device="cpu")[:GROUP_POSITIONS]
             factors = nmf(rows[picked], min(k, c, len(picked)))
             present = presence(rows, factors.vectors).reshape(n, h * w, -1)  # [N, h*w, g]
             mean = present.mean(dim=1)  # [N, g]

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from ..config import RenderSettings
 from ..models import LoadedModel
-from .objectives import (LOGITS, L1, L2, Accentuation, Blur, Channel, ChannelL2, ClassLogit, Direction, Diversity, FeatureMatch,
-                         LayerL2,
+from .objectives import (LOGITS, L1, L2, Accentuation, Blur, Channel, ChannelL2, ClassLogit, Direction, Diversity,
+                         FeatureMatch, LayerL2,
                          Neuron, Objective, TotalVariation, activations, evaluate)
 from .param import GREY, BoxedImage, check_box, make_image
 from .relu import redirected_relus
@@ -96,9 +96,9 @@ def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[
     plus ``weight`` (default ``DIVERSITY_WEIGHT``) times their Gram diversity; ``class``: the class
     logit (named by ``names``); ``dream``: the layer's L2 norm; ``inversion``: the match of
     ``target``'s features; ``accentuation``: the channel mean above the photo's (``target``: its
-    features), minus ``weight`` (default ``ACCENT_WEIGHT``) times the distance to them; ``group``: the mean along each neuron group's channel mix (``vectors``,
-    one per id; ``analysis.groups``). ``settings.penalties`` are subtracted from every kind, each times its
-    weight. Without ``settings``: the plain measure a render's activation is read with.
+    features), minus ``weight`` (default ``ACCENT_WEIGHT``) times the distance to them; ``group``:
+    the mean along each neuron group's channel mix (``vectors``, one per id; ``analysis.groups``).
+    ``settings.penalties`` are subtracted from every kind, each times its weight. Without ``settings``: the plain measure a render's activation is read with.
 
     Raises:
         ValueError: an unknown kind.
