@@ -252,8 +252,9 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     then ``executor`` (default: in this process) runs the jobs a phase at a time
     (``renders.PHASES``: channel renders first), and the entry is made from the store
     (``entries.model_entry``). After a phase, when those still to come would take
-    ``SNAPSHOT_AFTER`` seconds or more at the rate so far, ``snapshot`` gets the entry as it stands, with the phases still to come in
-    ``entry["pending"]`` (the build writes a browsable site from it).
+    ``SNAPSHOT_AFTER`` seconds or more at the rate so far, ``snapshot`` gets the entry as it
+    stands, with the phases still to come in ``entry["pending"]`` (the build writes a browsable
+    site from it).
     """
     from .analysis import stage
     from .analysis.references import folder_references, skimage_references

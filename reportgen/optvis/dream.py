@@ -24,8 +24,7 @@ import torch
 
 from ..config import RenderSettings
 from ..models import LoadedModel
-from . import objectives
-from .objectives import Channel, activations
+from .objectives import Channel, activations, relative_distance
 from .param import PixelImage, fft_from_photos, make_image
 from .render import ACCENT_WEIGHT, RenderResult, optimize, render_objective, unit_seed
 from .trust import to_tensor
@@ -105,8 +104,7 @@ def accentuate(model: LoadedModel, layer: str, channels: Sequence[int], photos: 
     with torch.no_grad():
         final = activations(model.module, [layer], to_tensor([r.image for r in results], model.device), mean,
                             std)[layer]
-        distance = ((final - target).flatten(1).pow(2).sum(dim=1)
-                    / target.flatten(1).pow(2).sum(dim=1).clamp(min=objectives.EPS)).tolist()
+        distance = relative_distance(final, target).tolist()
     for result, value, far in zip(results, start, distance):
         result.extra.update(start=value, distance=far)
     return results

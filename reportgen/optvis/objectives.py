@@ -294,6 +294,12 @@ class FeatureMatch(Objective):
         return {"kind": "feature_match", "layer": self.layer, "label": self.label}
 
 
+def relative_distance(feats: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per item, the squared distance of ``feats`` to ``target`` relative to the target's squared
+    norm (0: the target's features; 1: as far as all zeros)."""
+    return (feats - target).flatten(1).pow(2).sum(dim=1) / target.flatten(1).pow(2).sum(dim=1).clamp(min=EPS)
+
+
 @dataclass(frozen=True)
 class Accentuation(Objective):
     """Feature accentuation (Hamblin et al. 2024): a channel's mean raised above a photo's while the
@@ -317,8 +323,7 @@ class Accentuation(Objective):
         index = torch.as_tensor(self.channels, device=feats.device)
         gain = (feats[rows, index] - target[rows, index]).mean(dim=(1, 2))
         rms = target.flatten(1).pow(2).mean(dim=1).sqrt().clamp(min=EPS)
-        distance = (feats - target).flatten(1).pow(2).sum(dim=1) / target.flatten(1).pow(2).sum(dim=1).clamp(min=EPS)
-        return gain / rms - self.weight * distance
+        return gain / rms - self.weight * relative_distance(feats, target)
 
     @property
     def layers(self):

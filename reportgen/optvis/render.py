@@ -98,7 +98,8 @@ def render_objective(kind: str, layer: str, ids: Sequence[int], names: Sequence[
     ``target``'s features; ``accentuation``: the channel mean above the photo's (``target``: its
     features), minus ``weight`` (default ``ACCENT_WEIGHT``) times the distance to them; ``group``:
     the mean along each neuron group's channel mix (``vectors``, one per id; ``analysis.groups``).
-    ``settings.penalties`` are subtracted from every kind, each times its weight. Without ``settings``: the plain measure a render's activation is read with.
+    ``settings.penalties`` are subtracted from every kind, each times its weight. Without
+    ``settings``: the plain measure a render's activation is read with.
 
     Raises:
         ValueError: an unknown kind.
