@@ -14,9 +14,8 @@ images and how many of them load lazily with their size given.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import gzip
-import json
 import os
 import re
 import resource
@@ -29,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
 
 from reportgen import pages  # noqa: E402
+from reportgen.manifest import read_manifest  # noqa: E402
 from reportgen.site import build_site  # noqa: E402
 
 
@@ -55,12 +55,11 @@ def clone_units(report: Path, work: Path, count: int) -> int:
 def big_layer_page(report: Path, tiles: int) -> dict:
     """A layer page of ``tiles`` units from REPORT's manifest (its first layer's units repeated under
     new channels), rendered by reportgen's template: bytes, images, lazy and sized images."""
-    model = json.loads((report / "manifest.json").read_text())["models"][0]
-    model = copy.deepcopy(model)
-    layer = model["layers"][0]
-    base = layer["units"]
-    layer["units"] = [{**copy.deepcopy(base[i % len(base)]), "channel": i} for i in range(tiles)]
-    layer["channels"] = max(layer["channels"], tiles)
+    model = read_manifest(report).models[0]
+    layer = model.layers[0]
+    base = layer.units
+    layer.units = [dataclasses.replace(base[i % len(base)], channel=i) for i in range(tiles)]
+    layer.channels = max(layer.channels, tiles)
     text = pages.render_layer(model, 0)
     import markdown
 

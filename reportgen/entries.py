@@ -1,5 +1,5 @@
-"""Manifest entries from a build: what the analysis found and the store holds, as the JSON that
-every page is written from (``OUT/manifest.json``, read by ``pages.py`` and the templates).
+"""Manifest entries from a build: what the analysis found and the store holds, as the typed
+records of ``manifest.py`` that every page is written from (``OUT/manifest.json``).
 
 ``model_entry`` makes a model's entry from a planned build, its analysis and its render sets
 (``renders.RenderSet``); it calls the helpers below, one per part of a layer's entry: its units
@@ -15,8 +15,11 @@ import statistics
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
+from .manifest import (Accentuation, ClassEntry, Diversity, Dream, DreamEntry, ERFEntry, Group, GroupFit, GroupTop,
+                       GroupUnit, Inversion, LayerEntry, Link, Maps, ModelEntry, Neuron, Partner, References, RFEntry,
+                       TopImage, Twin, UnitEntry, Vote, record_of)
 from .pages import slug, unit_image, with_pages
-from .renders import VARIANT_FIELDS
+from .renders import KINDS
 
 if TYPE_CHECKING:
     from .config import BuildConfig
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 
 def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, refs, classes: list[int],
                  store: Store, timings: dict[str, float], report: BuildReport, executor, rendered: int,
-                 pending: list[str]) -> dict:
+                 pending: list[str]) -> ModelEntry:
     """A model's manifest entry from what the store holds now. Failed renders go to ``report``
     (a throwaway one for a snapshot); renders of the ``pending`` phases that are not stored yet
     are left out rather than counted as failed."""
@@ -34,6 +37,7 @@ def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, r
     import torch
 
     from .analysis import stage
+    from .analysis.activations import REDUNDANT_R
     from .optvis.objectives import LOGITS
     from .optvis.render import class_settings, reach_scales
     from .renders import PHASES
@@ -49,83 +53,87 @@ def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, r
     for layer in plan.layers:
         m = layer.module
         channels = sets["channel", m].found
-        entry = _layer_entry(name, layer, {c: channels[c] for c in units[m] if c in channels}, analysis.stats[m],
-                             report, config.seed)
+        stats = analysis.stats[m]
+        unit_entries = _unit_entries(name, layer, {c: channels[c] for c in units[m] if c in channels}, stats, report,
+                                     config.seed)
         drawn = [c for c in analysis.drivers[m][:config.drivers] if c in channels]
-        entry["drivers"] = _layer_entry(name, layer, {c: channels[c] for c in drawn}, analysis.stats[m], report,
-                                        config.seed, unrendered=[c for c in analysis.drivers[m] if c not in drawn]
-                                        )["units"]
-        for driver in entry["drivers"]:  # the images its page shows (stage.map_pairs)
-            driver["top"] = driver["top"][:stage.DRIVER_TOP]
-        _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), analysis.stats[m], report)
-        _add_variants(loaded, entry, sets["channel", m].found,
-                      {kind: found(kind, m) for kind in VARIANT_FIELDS}, report)
-        entry["dreams"] = _dreams(loaded, m, found("dream", m), found("inversion", m), report)
+        drivers = _unit_entries(name, layer, {c: channels[c] for c in drawn}, stats, report, config.seed,
+                                unrendered=[c for c in analysis.drivers[m] if c not in drawn])
+        for driver in drivers:  # the images its page shows (stage.map_pairs)
+            driver.top = driver.top[:stage.DRIVER_TOP]
+        dead, twins = stats.dead(), stats.redundant(REDUNDANT_R)
+        fit = analysis.groups.get(m)
+        entry = LayerEntry(
+            **layer.to_dict(), slug=slug(m), units=unit_entries, dead=dead,
+            redundant_r=REDUNDANT_R,
+            redundant=[Twin(channel=c, partner=int(stats.partner[c]), r=float(stats.partner_r[c])) for c in twins],
+            median_ratio=_median(u.activation_ratio for u in unit_entries),
+            median_perturbed_ratio=_median(u.perturbed_ratio for u in unit_entries),
+            drivers=drivers,
+            dreams=_dreams(loaded, m, found("dream", m), found("inversion", m), report),
+            groups=_groups(name, m, fit, found("group", m), analysis.shown, report),
+            group_fit=None if not fit else GroupFit(key=analysis.groups_key, count=len(fit["vectors"]),
+                                                    error=fit["error"], positions=fit["positions"],
+                                                    images=fit["images"]),
+            rf=RFEntry(size=analysis.fields[m].size, padding=analysis.fields[m].padding,
+                       global_=analysis.fields[m].is_global),
+            erf=ERFEntry(**analysis.erfs[m], key=analysis.erf_key),
+            maps=Maps(key=analysis.maps_key, images=analysis.grid_images, units=analysis.grid_units[m]))
+        _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), stats, report)
+        _add_variants(loaded, entry, channels, {kind: found(kind, m) for kind, k in KINDS.items() if k.field}, report)
         _add_circuits(entry, analysis.circuits.get(m) or {}, analysis.labels)
-        entry["groups"] = _groups(name, m, analysis.groups.get(m), found("group", m), analysis.shown, report)
-        entry["group_fit"] = _group_fit(analysis.groups.get(m), analysis.groups_key)
-        entry.update(rf=analysis.fields[m].to_dict(), erf={**analysis.erfs[m], "key": analysis.erf_key},
-                     maps={"key": analysis.maps_key, "images": analysis.grid_images, "units": analysis.grid_units[m]})
         layer_entries.append(entry)
     _add_feeds(layer_entries)
     class_renders = found("class", LOGITS)
     class_entries = _classes(loaded, [c for c in classes if c in class_renders], class_renders, analysis.labels, report)
     timings = {**timings, "total": sum(v for k, v in timings.items() if k != "total")}
-    ratios = [u["activation_ratio"] for e in layer_entries for u in e["units"] if u["activation_ratio"] is not None]
     arrays = analysis.arrays
     total = sum(len(rendered.keys) for rendered in sets.values())
-    return {
-        "name": name,
-        "slug": slug(name),
-        "weights": {**vars(loaded.weights), "description": loaded.weights.describe()},
-        "preprocess": vars(loaded.preprocess),
-        "fixed_input": loaded.fixed_input,
-        "normalization": analysis.normalization,
-        "device": str(loaded.device),
-        "threads": torch.get_num_threads(),
-        "executor": executor.name,
-        "settings": config.to_dict(),
-        "seed": config.seed,
-        "versions": {"reportgen": __version__, "torch": torch.__version__, "timm": timm.__version__,
-                     "python": platform.python_version()},
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-        "pending": list(pending),
-        "rendered": rendered,
-        "cached": total - rendered,
-        "unit_count": sum(len(u) for u in units.values()),
-        "neuron_count": sum(len(ids[:config.neurons]) for ids in units.values()),
-        "variant_count": sum(len(ids[:config.variants]) for ids in units.values()),
-        "render_seconds": round(sum(u["seconds"] for e in layer_entries for u in e["units"]), 1),
-        "median_ratio": statistics.median(ratios) if ratios else None,
-        "median_perturbed_ratio": _median(u["perturbed_ratio"] for e in layer_entries for u in e["units"]),
-        "classes": class_entries,
-        "class_render": class_settings(config.render).to_dict(),
-        "unit_scales": [round(s, 3) for s in reach_scales(loaded, config.render)],  # what channel renders drew
-        "references": {
-            "label": refs.label, "digest": refs.digest, "skipped": [str(s) for s in arrays["skipped"]],
-            "used": len(arrays["used"]),
-            "images": stage.reference_entries(loaded, refs, arrays, analysis.shown, store),
-        },
-        "layers": layer_entries,
-    }
+    shown = [u for e in layer_entries for u in e.units]
+    return ModelEntry(
+        name=name,
+        slug=slug(name),
+        weights={**vars(loaded.weights), "description": loaded.weights.describe()},
+        preprocess=vars(loaded.preprocess),
+        fixed_input=loaded.fixed_input,
+        normalization=analysis.normalization,
+        device=str(loaded.device),
+        threads=torch.get_num_threads(),
+        executor=executor.name,
+        settings=config.to_dict(),
+        seed=config.seed,
+        versions={"reportgen": __version__, "torch": torch.__version__, "timm": timm.__version__,
+                  "python": platform.python_version()},
+        timings={k: round(v, 2) for k, v in timings.items()},
+        pending=list(pending),
+        rendered=rendered,
+        cached=total - rendered,
+        unit_count=sum(len(u) for u in units.values()),
+        neuron_count=sum(len(ids[:config.neurons]) for ids in units.values()),
+        variant_count=sum(len(ids[:config.variants]) for ids in units.values()),
+        render_seconds=round(sum(u.seconds for u in shown), 1),
+        median_ratio=_median(u.activation_ratio for u in shown),
+        median_perturbed_ratio=_median(u.perturbed_ratio for u in shown),
+        classes=class_entries,
+        class_render=class_settings(config.render).to_dict(),
+        unit_scales=[round(s, 3) for s in reach_scales(loaded, config.render)],  # what channel renders drew
+        references=References(
+            label=refs.label, digest=refs.digest, skipped=[str(s) for s in arrays["skipped"]], used=len(arrays["used"]),
+            images=stage.reference_entries(loaded, refs, arrays, analysis.shown, store)),
+        layers=layer_entries,
+    )
 
 
-def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int,
-                 unrendered: Sequence[int] = ()) -> dict:
-    """A layer's manifest entry: its facts, its dead and twin units over all its channels and, per
-    shown unit, the render (``None`` if it failed), its activation ratio, its statistics over the
-    reference images and its top images. The ``unrendered`` channels follow with their statistics
-    only (``rendered`` false: no render was asked for)."""
-    from .optvis.render import render_objective
-    from .optvis.render import unit_seed
-
+def _unit_entries(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int,
+                  unrendered: Sequence[int] = ()) -> list[UnitEntry]:
+    """Per shown unit of a layer: the render (``None`` if it failed), its activation ratio, its
+    statistics over the reference images and its top images. The ``unrendered`` channels follow
+    with their statistics only (``rendered`` false: no render was asked for)."""
     from .analysis.activations import REDUNDANT_R
+    from .optvis.render import render_objective, unit_seed
 
     dead, twins = stats.dead(), stats.redundant(REDUNDANT_R)
-    entry = {**layer.to_dict(), "slug": slug(layer.module), "units": [], "dead": dead, "redundant_r": REDUNDANT_R,
-             "redundant": [{"channel": c, "partner": int(stats.partner[c]),
-                                          "r": float(stats.partner_r[c])} for c in twins]}
-    model_stub = {"slug": slug(model_name)}
+    entries = []
     for c, stored in [*found.items(), *((c, NOT_RENDERED) for c in unrendered)]:
         rendered = stored is not NOT_RENDERED
         stored = stored if rendered else None
@@ -140,133 +148,123 @@ def _layer_entry(model_name: str, layer, found: dict, stats, report: BuildReport
         perturbed = {kind: value / ref_max for kind, value in meta.get("perturbed", {}).items()} if usable else {}
         if meta.get("flat"):
             report.flat.append(f"{model_name} {layer.module} unit {c}")
-        entry["units"].append({
-            "channel": c,
-            "key": None if stored is None else stored.key,
-            "render": None if stored is None else unit_image(model_stub, entry, c),
-            "activation": activation,
-            "ref_max": ref_max,
-            "ref_mean": ref_mean,
-            "ref_peak": _finite(stats.peak[c]),
-            "fire_rate": float(stats.fire_rate[c]),
-            "dead": c in dead,
-            "partner": None if partner < 0 else {"channel": partner, "r": float(stats.partner_r[c])},
-            "redundant": c in twins,
-            "top": [{"image": int(i), "value": float(v)} for i, v in zip(stats.top_index[c], stats.top_value[c])
-                    if i >= 0 and math.isfinite(v)],
-            "ref_best_image": None if ref_max is None else int(stats.argmax[c]),
-            "activation_ratio": activation / ref_max if usable else None,
-            "perturbed": perturbed,
-            "perturbed_ratio": statistics.fmean(perturbed.values()) if perturbed else None,
-            "flat": bool(meta.get("flat", False)),
-            "seed": meta.get("seed", unit_seed(config_seed, layer.module, c)),
-            "objective": meta.get("objective", render_objective("channel", layer.module, (c,)).describe()),
-            "curve": meta.get("curve", []),
-            "seconds": meta.get("seconds", 0.0),
-            "failed": failed,
-            "rendered": rendered,
-            "neuron": None,
-            **dict.fromkeys(VARIANT_FIELDS.values()),  # second_seed, negative, ...: _add_variants
-        })
-    ratios = [u["activation_ratio"] for u in entry["units"] if u["activation_ratio"] is not None]
-    entry["median_ratio"] = statistics.median(ratios) if ratios else None
-    entry["median_perturbed_ratio"] = _median(u["perturbed_ratio"] for u in entry["units"])
-    return entry
+        entries.append(UnitEntry(
+            channel=c,
+            key=None if stored is None else stored.key,
+            render=None if stored is None else unit_image(slug(model_name), slug(layer.module), c),
+            activation=activation,
+            ref_max=ref_max,
+            ref_mean=ref_mean,
+            ref_peak=_finite(stats.peak[c]),
+            fire_rate=float(stats.fire_rate[c]),
+            dead=c in dead,
+            partner=None if partner < 0 else Partner(channel=partner, r=float(stats.partner_r[c])),
+            redundant=c in twins,
+            top=[TopImage(image=int(i), value=float(v)) for i, v in zip(stats.top_index[c], stats.top_value[c])
+                 if i >= 0 and math.isfinite(v)],
+            ref_best_image=None if ref_max is None else int(stats.argmax[c]),
+            activation_ratio=activation / ref_max if usable else None,
+            perturbed=perturbed,
+            perturbed_ratio=statistics.fmean(perturbed.values()) if perturbed else None,
+            flat=bool(meta.get("flat", False)),
+            seed=meta.get("seed", unit_seed(config_seed, layer.module, c)),
+            objective=meta.get("objective", render_objective("channel", layer.module, (c,)).describe()),
+            curve=meta.get("curve", []),
+            seconds=meta.get("seconds", 0.0),
+            failed=failed,
+            rendered=rendered,
+        ))
+    return entries
 
 
 NOT_RENDERED = object()  # a channel shown with its statistics only
 
 
-def _add_neurons(model_name: str, entry: dict, found: dict, box, stats, report: BuildReport) -> None:
+def _add_neurons(model_name: str, entry: LayerEntry, found: dict, box, stats, report: BuildReport) -> None:
     """Attach each centre-neuron render to its unit: key, receptive-field box, activation and its
     ratio to the unit's highest activation at any position of any reference image."""
-    for unit in entry["units"]:
-        c = unit["channel"]
+    for unit in entry.units:
+        c = unit.channel
         if c not in found:
             continue
         stored = found[c]
         if stored is None:
-            report.failed.append(f"{model_name} {entry['module']} unit {c} (centre neuron)")
-            unit["neuron"] = {"failed": True, "box": list(box)}
+            report.failed.append(f"{model_name} {entry.module} unit {c} (centre neuron)")
+            unit.neuron = Neuron(failed=True, key=None, box=list(box))
             continue
         peak = _finite(stats.peak[c])
         activation = stored.meta["activation"]
-        unit["neuron"] = {
-            "failed": False, "key": stored.key, "box": list(box), "activation": activation,
-            "ratio": activation / peak if peak is not None and peak > 0 else None,
-            "objective": stored.meta["objective"], "seed": stored.meta["seed"],
-        }
+        unit.neuron = Neuron(failed=False, key=stored.key, box=list(box), activation=activation,
+                             ratio=activation / peak if peak is not None and peak > 0 else None,
+                             objective=stored.meta["objective"], seed=stored.meta["seed"])
 
 
-def _add_variants(loaded, entry: dict, channels: dict, found: dict[str, dict], report: BuildReport) -> None:
-    """Attach each unit's second-seed, negative, diversity and accentuation renders, and the layer's seed agreement:
-    per unit, how alike its two seeds' renders drive the rest of the layer, against the same measure
-    between different units' renders (``seed_baseline``)."""
+def _add_variants(loaded, entry: LayerEntry, channels: dict, found: dict[str, dict], report: BuildReport) -> None:
+    """Attach each unit's further renders (the kinds with a unit ``field``: second seed, negative,
+    diversity, accentuation), and the layer's seed agreement: per unit, how alike its two seeds'
+    renders drive the rest of the layer, against the same measure between different units'
+    renders (``seed_baseline``)."""
     from .optvis.trust import cross_agreement, seed_agreement
 
-    by_channel = {u["channel"]: u for u in entry["units"]}
+    by_channel = {u.channel: u for u in entry.units}
     for kind, renders in found.items():
+        name = KINDS[kind].field
+        record = record_of(UnitEntry, name)
         for c, stored in renders.items():
             unit = by_channel[c]
             if stored is None:
-                report.failed.append(f"{loaded.name} {entry['module']} unit {c} ({kind})")
+                report.failed.append(f"{loaded.name} {entry.module} unit {c} ({kind})")
                 continue
             if stored.meta.get("flat"):
-                report.flat.append(f"{loaded.name} {entry['module']} unit {c} ({kind})")
-            ref_max = unit["ref_max"]
-            scale = ref_max if ref_max is not None and ref_max > 0 else None
-            unit[VARIANT_FIELDS[kind]] = {
-                "key": stored.key, "activation": stored.meta["activation"], "flat": bool(stored.meta.get("flat")),
-                "ratio": stored.meta["activation"] / scale if scale else None,
-                "objective": stored.meta["objective"], "seed": stored.meta["seed"],
-            }
-            if kind == "accentuation":  # from the unit's top image: its mean there, and how far the features moved
-                unit["accentuation"].update(image=unit["ref_best_image"], start=stored.meta["start"],
-                                            distance=stored.meta["distance"])
-            if kind == "diversity":  # each variant's own ratio
-                unit["diversity"]["ratios"] = [a / scale for a in stored.meta["activations"]] if scale else None
+                report.flat.append(f"{loaded.name} {entry.module} unit {c} ({kind})")
+            scale = unit.ref_max if unit.ref_max is not None and unit.ref_max > 0 else None
+            extra = {}
+            if record is Accentuation:  # from the unit's top image: its mean there, and how far the features moved
+                extra = dict(image=unit.ref_best_image, start=stored.meta["start"], distance=stored.meta["distance"])
+            if record is Diversity:  # each variant's own ratio
+                extra = dict(ratios=[a / scale for a in stored.meta["activations"]] if scale else None)
+            setattr(unit, name, record(
+                key=stored.key, activation=stored.meta["activation"], flat=bool(stored.meta.get("flat")),
+                ratio=stored.meta["activation"] / scale if scale else None,
+                objective=stored.meta["objective"], seed=stored.meta["seed"], **extra))
     pairs = [(c, channels[c].image(), s.image()) for c, s in found.get("second-seed", {}).items()
              if s is not None and channels.get(c) is not None]
-    entry["seed_baseline"] = None
     if pairs:
-        values = seed_agreement(loaded, entry["module"], [c for c, _, _ in pairs], [a for _, a, _ in pairs],
+        values = seed_agreement(loaded, entry.module, [c for c, _, _ in pairs], [a for _, a, _ in pairs],
                                 [b for _, _, b in pairs])
         for (c, _, _), value in zip(pairs, values):
-            by_channel[c]["second_seed"]["agreement"] = value
+            by_channel[c].second_seed.agreement = value
         shown = [c for c, stored in channels.items() if stored is not None]
-        entry["seed_baseline"] = cross_agreement(loaded, entry["module"], shown, [channels[c].image() for c in shown])
+        entry.seed_baseline = cross_agreement(loaded, entry.module, shown, [channels[c].image() for c in shown])
 
 
-def _add_circuits(entry: dict, circuit: dict, labels: dict[int, str]) -> None:
+def _add_circuits(entry: LayerEntry, circuit: dict, labels: dict[int, str]) -> None:
     """Give each unit of a layer entry its ``inputs`` (``circuits.chosen_inputs``: the channels of
     the layer before that drive it most, then those that inhibit it most) and its ``promotes``
-    (the ``TOP_CLASSES`` classes it raises most), from ``Analysis.circuits``; ``None`` where they
-    were not measured (the first layer; layers that are not late; the extra drivers)."""
+    (the ``TOP_CLASSES`` classes it raises most), from ``Analysis.circuits``; left ``None`` where
+    they were not measured (the first layer; layers that are not late; the extra drivers)."""
     import numpy as np
 
     from .analysis.circuits import TOP_CLASSES, chosen_inputs
 
     scores, votes = circuit.get("inputs"), circuit.get("promotes")
     rows = {c: row for row, c in enumerate(circuit.get("units", []))}
-    for unit in entry["units"]:
-        unit["inputs"] = unit["promotes"] = None
-        row = rows.get(unit["channel"])
+    for unit in entry.units:
+        row = rows.get(unit.channel)
         if row is None:
             continue
         if scores is not None:
-            unit["inputs"] = [{"layer": circuit["source"], "channel": j, "score": float(scores[row][j])}
-                              for j in chosen_inputs(scores[row])]
+            unit.inputs = [Link(layer=circuit["source"], channel=j, score=float(scores[row][j]))
+                           for j in chosen_inputs(scores[row])]
         if votes is not None:
             values = votes[row]
             order = np.argsort(-values, kind="stable")
-            unit["promotes"] = [{"class": int(k), "label": labels.get(int(k), f"class {int(k)}"), "score": float(values[k])}
-                                for k in order[:TOP_CLASSES] if values[k] > 0]
-    for unit in entry.get("drivers", []):
-        unit["inputs"] = unit["promotes"] = None
+            unit.promotes = [Vote(class_=int(k), label=labels.get(int(k), f"class {int(k)}"), score=float(values[k]))
+                             for k in order[:TOP_CLASSES] if values[k] > 0]
 
 
 def _groups(model_name: str, layer: str, fit: dict | None, found: dict, shown: Sequence[int],
-            report: BuildReport) -> list[dict]:
+            report: BuildReport) -> list[Group]:
     """A layer's neuron groups for the manifest (``stage.groups``), largest share first: each with
     its render (``None`` if it failed or is still to come), its share of the layer's activation, the
     units that weigh most in it, the reference images where it is present most and its render's
@@ -283,46 +281,36 @@ def _groups(model_name: str, layer: str, fit: dict | None, found: dict, shown: S
         meta = {} if stored is None else stored.meta
         activation, best = meta.get("activation"), _finite(fit["best"][g])
         weights = sorted(((float(w), c) for c, w in enumerate(vector) if w > 0), reverse=True)[:GROUP_UNITS]
-        groups.append({
-            "index": g,
-            "key": None if stored is None else stored.key,
-            "failed": g in found and stored is None,
-            "share": float(fit["share"][g]),
-            "units": [{"channel": c, "weight": w} for w, c in weights],
-            "top": [{"image": int(i), "presence": float(p)} for i, p in zip(fit["top"][g], fit["presence"][g])
-                    if i >= 0 and int(i) in shown],
-            "activation": activation,
-            "ref_max": best,
-            "activation_ratio": activation / best if activation is not None and best and best > 0 else None,
-            "objective": meta.get("objective"),
-            "seconds": meta.get("seconds", 0.0),
-        })
+        groups.append(Group(
+            index=g,
+            key=None if stored is None else stored.key,
+            failed=g in found and stored is None,
+            share=float(fit["share"][g]),
+            units=[GroupUnit(channel=c, weight=w) for w, c in weights],
+            top=[GroupTop(image=int(i), presence=float(p)) for i, p in zip(fit["top"][g], fit["presence"][g])
+                 if i >= 0 and int(i) in shown],
+            activation=activation,
+            ref_max=best,
+            activation_ratio=activation / best if activation is not None and best and best > 0 else None,
+            objective=meta.get("objective"),
+            seconds=meta.get("seconds", 0.0),
+        ))
     return groups
 
 
-def _group_fit(fit: dict | None, key: str) -> dict | None:
-    """How a layer's neuron groups were fitted: on how many images and positions, to what error."""
-    if not fit:
-        return None
-    return {"key": key, "count": len(fit["vectors"]), "error": fit["error"], "positions": fit["positions"],
-            "images": fit["images"]}
-
-
-def _add_feeds(layers: list[dict]) -> None:
+def _add_feeds(layers: list[LayerEntry]) -> None:
     """The other direction of ``inputs``: each unit and driver gets ``feeds``, the shown units of
     the next layer that list it as an input, with the same score."""
-    by_channel = {(layer["module"], u["channel"]): u for layer in layers for u in with_pages(layer)}
-    for unit in by_channel.values():
-        unit["feeds"] = []
+    by_channel = {(layer.module, u.channel): u for layer in layers for u in with_pages(layer)}
     for layer in layers:
-        for unit in layer["units"]:
-            for d in unit.get("inputs") or []:
-                source = by_channel.get((d["layer"], d["channel"]))
+        for unit in layer.units:
+            for d in unit.inputs or []:
+                source = by_channel.get((d.layer, d.channel))
                 if source is not None:
-                    source["feeds"].append({"layer": layer["module"], "channel": unit["channel"], "score": d["score"]})
+                    source.feeds.append(Link(layer=layer.module, channel=unit.channel, score=d.score))
 
 
-def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildReport) -> list:
+def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildReport) -> list[DreamEntry]:
     """DeepDream and feature inversion of each photo at ``layer``: keys and how far each went."""
     entries = []
     for i in sorted(set(dreams) | set(inversions)):  # (a snapshot may hold one of the two so far)
@@ -330,19 +318,19 @@ def _dreams(loaded, layer: str, dreams: dict, inversions: dict, report: BuildRep
         for kind, renders in (("DeepDream", dreams), ("inversion", inversions)):
             if i in renders and renders[i] is None:
                 report.failed.append(f"{loaded.name} {layer} {kind} of reference image {i}")
-        entries.append({
-            "image": i,
-            "dream": None if dream is None else {
-                "key": dream.key, "start": dream.meta["curve"][0][1] if dream.meta["curve"] else None,
-                "activation": dream.meta["activation"]},
-            "inversion": None if inversion is None else {
-                "key": inversion.key, "error": -inversion.meta["activation"],
-                "start": -inversion.meta["curve"][0][1] if inversion.meta["curve"] else None},
-        })
+        entries.append(DreamEntry(
+            image=i,
+            dream=None if dream is None else Dream(
+                key=dream.key, start=dream.meta["curve"][0][1] if dream.meta["curve"] else None,
+                activation=dream.meta["activation"]),
+            inversion=None if inversion is None else Inversion(
+                key=inversion.key, error=-inversion.meta["activation"],
+                start=-inversion.meta["curve"][0][1] if inversion.meta["curve"] else None),
+        ))
     return entries
 
 
-def _classes(loaded, classes: list[int], found: dict, labels: dict, report: BuildReport) -> list[dict]:
+def _classes(loaded, classes: list[int], found: dict, labels: dict, report: BuildReport) -> list[ClassEntry]:
     """Class visualizations and what the model itself predicts on each (its top class and probability)."""
     import numpy as np
     import torch
@@ -368,9 +356,9 @@ def _classes(loaded, classes: list[int], found: dict, labels: dict, report: Buil
             report.failed.append(f"{loaded.name} class {c} visualization")
         elif stored.meta.get("flat"):
             report.flat.append(f"{loaded.name} class {c} visualization")
-        entries.append({"class": c, "label": labels.get(c, f"class {c}"), "key": None if stored is None else stored.key,
-                        "logit": None if stored is None else stored.meta["activation"],
-                        "flat": bool(stored and stored.meta.get("flat")), **predictions.get(c, {})})
+        entries.append(ClassEntry(class_=c, label=labels.get(c, f"class {c}"), key=None if stored is None else stored.key,
+                                  logit=None if stored is None else stored.meta["activation"],
+                                  flat=bool(stored and stored.meta.get("flat")), **predictions.get(c, {})))
     return entries
 
 

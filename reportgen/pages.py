@@ -20,6 +20,7 @@ import jinja2
 import numpy as np
 
 from .images import WEBP_QUALITY, boxes_on_window, draw_box, heat_colors, heat_overlay, shrink, stretch, webp_bytes, zoom
+from .manifest import LayerEntry, Manifest, ModelEntry, UnitEntry
 from .renders import VARIANT_FIELDS
 from .store import Store, atomic_write
 
@@ -57,7 +58,7 @@ def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def ratio_flag(unit: dict) -> dict | None:
+def ratio_flag(unit: UnitEntry) -> dict | None:
     """Why a unit's activation ratio should not be read at face value, or ``None`` when it can be.
 
     Returns ``{"short": caption text, "reason": one sentence}``. The ratio is the render's mean
@@ -65,10 +66,10 @@ def ratio_flag(unit: dict) -> dict | None:
     positive mean (it is then undefined) or when the best image's mean is a small fraction of the
     unit's peak at one position (the unit fires on the photos only in small spots, so the
     denominator is small and the ratio inflated)."""
-    if unit.get("failed") or unit.get("rendered") is False:  # no render: no ratio to read
+    if unit.failed or not unit.rendered:  # no render: no ratio to read
         return None
-    ref_max, peak = unit.get("ref_max"), unit.get("ref_peak")
-    if unit.get("dead"):
+    ref_max, peak = unit.ref_max, unit.ref_peak
+    if unit.dead:
         return {"short": "never fires", "reason": "The unit never fires on any reference image, so there is no "
                 "real image to compare the render with"}
     if ref_max is None or ref_max <= 0:
@@ -81,12 +82,12 @@ def ratio_flag(unit: dict) -> dict | None:
     return None
 
 
-def erf_window(layer: dict, input_side: int) -> tuple[int, int, int, int]:
+def erf_window(layer: LayerEntry, input_side: int) -> tuple[int, int, int, int]:
     """The square of the model's input the receptive-field figure shows: three times the larger of
     the two fields around the centre unit's field, at least 12 px, at most the whole input."""
-    fields = [layer["erf"]["size"]] + ([layer["rf"]["size"]] if layer["rf"]["size"] is not None else [input_side])
+    fields = [layer.erf.size] + ([layer.rf.size] if layer.rf.size is not None else [input_side])
     side = min(input_side, max(12, 3 * max(fields)))
-    top, _, bottom, _ = rf_box(layer, input_side) if layer["rf"]["size"] is not None else (0, 0, input_side - 1, 0)
+    top, _, bottom, _ = rf_box(layer, input_side) if layer.rf.size is not None else (0, 0, input_side - 1, 0)
     start = min(max((top + bottom) // 2 - side // 2, 0), input_side - side)
     return start, start, start + side - 1, start + side - 1
 
@@ -119,59 +120,59 @@ def _template(name: str) -> jinja2.Template:
     return _ENV.get_template(name)
 
 
-def unit_image(model: dict, layer: dict, channel: int) -> str:
+def unit_image(model_slug: str, layer_slug: str, channel: int) -> str:
     """Path (relative to OUT) of a unit's published render."""
-    return f"docs/{model['slug']}/{layer['slug']}/img/{channel}.webp"
+    return f"docs/{model_slug}/{layer_slug}/img/{channel}.webp"
 
 
-def with_pages(layer: dict) -> list[dict]:
+def with_pages(layer: LayerEntry) -> list[UnitEntry]:
     """Every entry of a layer that has a unit page: its shown units, then its drivers."""
-    return [*layer["units"], *layer.get("drivers", [])]
+    return [*layer.units, *layer.drivers]
 
 
-def render_home(manifest: dict) -> str:
-    return _template("home.md.j2").render(manifest=manifest, models=manifest["models"])
+def render_home(manifest: Manifest) -> str:
+    return _template("home.md.j2").render(manifest=manifest, models=manifest.models)
 
 
-def render_model(model: dict) -> str:
+def render_model(model: ModelEntry) -> str:
     return _template("model.md.j2").render(model=model)
 
 
-def render_layer(model: dict, index: int) -> str:
-    layers = model["layers"]
+def render_layer(model: ModelEntry, index: int) -> str:
+    layers = model.layers
     layer = layers[index]
-    refs = {r["index"]: r for r in model["references"]["images"]}
-    shown = {u["channel"] for u in with_pages(layer)}
+    refs = {r.index: r for r in model.references.images}
+    shown = {u.channel for u in with_pages(layer)}
     return _template("layer.md.j2").render(
-        model=model, layer=layer, map_rows=[refs[i] for i in layer["maps"]["images"] if i in refs],
-        map_units=layer["maps"]["units"], shown=shown,
+        model=model, layer=layer, map_rows=[refs[i] for i in layer.maps.images if i in refs],
+        map_units=layer.maps.units, shown=shown,
         prev=layers[index - 1] if index > 0 else None,
         next=layers[index + 1] if index + 1 < len(layers) else None,
     )
 
 
-def render_unit(model: dict, layer: dict, position: int, group: str = "units") -> str:
-    """The page of ``layer[group][position]``: a shown unit (``units``) or a driver (``drivers``)."""
-    units = layer[group]
+def render_unit(model: ModelEntry, layer: LayerEntry, position: int, group: str = "units") -> str:
+    """The page of ``layer.<group>[position]``: a shown unit (``units``) or a driver (``drivers``)."""
+    units = getattr(layer, group)
     unit = units[position]
-    refs = {r["index"]: r for r in model["references"]["images"]}
-    top = [{**t, "ref": refs[t["image"]]} for t in unit["top"] if t["image"] in refs]
-    shown = {u["channel"] for u in with_pages(layer)}
+    refs = {r.index: r for r in model.references.images}
+    top = [{"image": t.image, "value": t.value, "ref": refs[t.image]} for t in unit.top if t.image in refs]
+    shown = {u.channel for u in with_pages(layer)}
     from .analysis.stage import CIRCUIT_IMAGES
 
     return _template("unit.md.j2").render(
-        model=model, layer=layer, unit=unit, top=top, shown=shown, curve=_curve_svg(unit["curve"]),
-        layers_by_module={entry["module"]: entry for entry in model["layers"]}, circuit_images=CIRCUIT_IMAGES,
-        feeds=unit.get("feeds") or [],
-        pages_in={entry["module"]: {u["channel"] for u in with_pages(entry)} for entry in model["layers"]},
-        rendered_in={entry["module"]: {u["channel"] for u in with_pages(entry) if u["key"]} for entry in model["layers"]},
+        model=model, layer=layer, unit=unit, top=top, shown=shown, curve=_curve_svg(unit.curve),
+        layers_by_module={entry.module: entry for entry in model.layers}, circuit_images=CIRCUIT_IMAGES,
+        feeds=unit.feeds,
+        pages_in={entry.module: {u.channel for u in with_pages(entry)} for entry in model.layers},
+        rendered_in={entry.module: {u.channel for u in with_pages(entry) if u.key} for entry in model.layers},
         prev=units[position - 1] if position > 0 else None,
         next=units[position + 1] if position + 1 < len(units) else None,
     )
 
 
-def render_mkdocs_yml(manifest: dict) -> str:
-    return _template("mkdocs.yml.j2").render(manifest=manifest, models=manifest["models"])
+def render_mkdocs_yml(manifest: Manifest) -> str:
+    return _template("mkdocs.yml.j2").render(manifest=manifest, models=manifest.models)
 
 
 def _curve_svg(curve: list, width: int = 360, height: int = 160) -> str:
@@ -208,7 +209,7 @@ def _curve_svg(curve: list, width: int = 360, height: int = 160) -> str:
     )
 
 
-def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input_side: int,
+def layer_images(layer: LayerEntry, photos: dict[int, np.ndarray], store: Store, input_side: int,
                  originals: dict[int, np.ndarray] | None = None):
     """Yield ``(path relative to the layer folder, RGB array)`` for every picture of a layer's pages:
     unit renders and their variants (second seed, negative, diversity, accentuation; low-contrast ones stretched
@@ -219,33 +220,35 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
     field, and each neuron group's render and its presence on the photos where it is present most.
     Everything comes from the store."""
     for unit in with_pages(layer):
-        c = unit["channel"]
-        stored = store.get_render(unit["key"]) if unit["key"] else None
+        c = unit.channel
+        stored = store.get_render(unit.key) if unit.key else None
         if stored is not None:
             yield f"img/{c}.webp", stretch(stored.image())[0]
         for kind in VARIANTS:
-            variant = unit.get(kind) or {}
-            stored = store.get_render(variant["key"]) if variant.get("key") else None
+            variant = getattr(unit, kind)
+            stored = store.get_render(variant.key) if variant else None
             if stored is not None:
                 yield f"img/{c}-{kind}.webp", stretch(stored.image())[0]
-        neuron = unit.get("neuron") or {}
-        stored = store.get_render(neuron["key"]) if neuron.get("key") else None
+        neuron = unit.neuron
+        stored = store.get_render(neuron.key) if neuron and neuron.key else None
         if stored is not None:
-            image, box = stored.image(), tuple(neuron["box"])
+            image, box = stored.image(), tuple(neuron.box)
             if box == (0, 0, image.shape[0] - 1, image.shape[1] - 1):  # the field covers the canvas
                 yield f"img/{c}-neuron.webp", image
             else:
                 yield f"img/{c}-neuron.webp", draw_box(image, box)
                 yield f"img/{c}-neuron-zoom.webp", zoom(image, box)
-    for dream in layer.get("dreams", []):
+    m = layer.module
+    for dream in layer.dreams:
         for kind in ("dream", "inversion"):
-            stored = store.get_render(dream[kind]["key"]) if dream[kind] else None
+            result = getattr(dream, kind)
+            stored = store.get_render(result.key) if result else None
             if stored is not None:
-                yield f"dreams/{dream['image']}-{kind}.webp", stored.image()
-    maps = store.get_arrays(layer["maps"]["key"]) or {}
-    if f"maps|{layer['module']}" in maps:
-        pairs = [tuple(int(v) for v in pair) for pair in maps[f"pairs|{layer['module']}"]]
-        values = maps[f"maps|{layer['module']}"].astype(np.float32) * maps[f"scale|{layer['module']}"][:, None, None]
+                yield f"dreams/{dream.image}-{kind}.webp", stored.image()
+    maps = store.get_arrays(layer.maps.key) or {}
+    if f"maps|{m}" in maps:
+        pairs = [tuple(int(v) for v in pair) for pair in maps[f"pairs|{m}"]]
+        values = maps[f"maps|{m}"].astype(np.float32) * maps[f"scale|{m}"][:, None, None]
         positive = np.nan_to_num(np.maximum(values, 0))
         peak: dict[int, float] = {}  # per unit, over the pairs shown: its overlays compare across images
         for (_, c), value in zip(pairs, positive.max(axis=(1, 2))):
@@ -253,58 +256,57 @@ def layer_images(layer: dict, photos: dict[int, np.ndarray], store: Store, input
         for (i, c), heat in zip(pairs, positive):
             if i in photos:
                 yield f"maps/{i}-{c}.webp", heat_overlay(photos[i], heat / max(peak[c], 1e-12))
-        tops = {(t["image"], u["channel"]) for u in with_pages(layer) for t in u["top"]}
+        tops = {(t.image, u.channel) for u in with_pages(layer) for t in u.top}
         for (i, c), value in zip(pairs, values):
             if (i, c) in tops and i in (originals or {}) and np.isfinite(value).any():
                 row, col = np.unravel_index(int(np.nanargmax(value)), value.shape)
                 yield f"crops/{i}-{c}.webp", zoom(originals[i], field_crop_box(layer, int(row), int(col), input_side),
                                                   CROP_SIDE)
-    for group in layer.get("groups", []):
-        stored = store.get_render(group["key"]) if group["key"] else None
+    for group in layer.groups:
+        stored = store.get_render(group.key) if group.key else None
         if stored is not None:
-            yield f"groups/{group['index']}.webp", stretch(stored.image())[0]
-    fit = layer.get("group_fit")
-    presence = (store.get_arrays(fit["key"]) or {}) if fit else {}
-    if f"maps|{layer['module']}" in presence:
-        tops, values = presence[f"top|{layer['module']}"], presence[f"maps|{layer['module']}"].astype(np.float32)
-        for group in layer["groups"]:
-            g = group["index"]
+            yield f"groups/{group.index}.webp", stretch(stored.image())[0]
+    presence = (store.get_arrays(layer.group_fit.key) or {}) if layer.group_fit else {}
+    if f"maps|{m}" in presence:
+        tops, values = presence[f"top|{m}"], presence[f"maps|{m}"].astype(np.float32)
+        for group in layer.groups:
+            g = group.index
             for j, i in enumerate(tops[g]):
                 if int(i) in photos:
                     yield f"maps/group-{g}-{int(i)}.webp", heat_overlay(photos[int(i)], values[g, j])
-    erf = store.get_arrays(layer["erf"]["key"]) or {}
-    heat = erf.get(f"erf|{layer['module']}")
+    erf = store.get_arrays(layer.erf.key) or {}
+    heat = erf.get(f"erf|{m}")
     if heat is not None:
         boxes = []  # drawn on the enlargement, so a field a few pixels wide still shows
-        if layer["rf"]["size"] is not None:
+        if layer.rf.size is not None:
             boxes.append((rf_box(layer, input_side), (0, 255, 255)))
-        if layer["erf"]["size"] > 0:
-            boxes.append((mass_box(heat, layer["erf"]["size"]), (255, 255, 255)))
+        if layer.erf.size > 0:
+            boxes.append((mass_box(heat, layer.erf.size), (255, 255, 255)))
         image = heat_colors(np.sqrt(heat))  # normalized to max 1; square root: the tails stay visible
         yield "erf.webp", boxes_on_window(image, erf_window(layer, input_side), boxes, ERF_FIGURE_SIDE)
 
 
-def rf_box(layer: dict, input_side: int) -> tuple[int, int, int, int]:
+def rf_box(layer: LayerEntry, input_side: int) -> tuple[int, int, int, int]:
     """The theoretical receptive field of a layer's centre unit on the model's input, clipped."""
-    rows = layer["out_shape"][1]
-    top = (rows // 2) * layer["stride"] - layer["rf"]["padding"]
-    bottom = top + layer["rf"]["size"] - 1
+    rows = layer.out_shape[1]
+    top = (rows // 2) * layer.stride - layer.rf.padding
+    bottom = top + layer.rf.size - 1
     top, bottom = max(top, 0), min(bottom, input_side - 1)
     return top, top, bottom, bottom
 
 
-def field_crop_box(layer: dict, row: int, col: int, input_side: int) -> tuple[int, int, int, int]:
+def field_crop_box(layer: LayerEntry, row: int, col: int, input_side: int) -> tuple[int, int, int, int]:
     """The square of the input a unit at map position (``row``, ``col``) looks at, clipped to the
     input: centred on its theoretical receptive field, as wide as the layer's effective field (the
     95% square), at least ``MIN_CROP`` px; the theoretical field's side where that is smaller."""
-    size = layer["rf"]["size"]
-    side = max(MIN_CROP, layer["erf"]["size"] or input_side)
+    size, stride = layer.rf.size, layer.stride
+    side = max(MIN_CROP, layer.erf.size or input_side)
     if size is not None:
         side = min(side, max(size, MIN_CROP))
-        centre_row = row * layer["stride"] - layer["rf"]["padding"] + (size - 1) / 2
-        centre_col = col * layer["stride"] - layer["rf"]["padding"] + (size - 1) / 2
+        centre_row = row * stride - layer.rf.padding + (size - 1) / 2
+        centre_col = col * stride - layer.rf.padding + (size - 1) / 2
     else:  # a global field: centre on the position's patch
-        centre_row, centre_col = (row + 0.5) * layer["stride"], (col + 0.5) * layer["stride"]
+        centre_row, centre_col = (row + 0.5) * stride, (col + 0.5) * stride
     side = min(side, input_side)
     top = min(max(round(centre_row - (side - 1) / 2), 0), input_side - side)
     left = min(max(round(centre_col - (side - 1) / 2), 0), input_side - side)
@@ -327,7 +329,7 @@ def write_staged(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def write_docs(out: Path, manifest: dict, store: Store) -> int:
+def write_docs(out: Path, manifest: Manifest, store: Store) -> int:
     """Write ``OUT/docs`` and ``OUT/mkdocs.yml`` for ``manifest``; returns the number of pages.
 
     Images come from the store's lossless masters (renders) and reference thumbnails.
@@ -345,29 +347,29 @@ def write_docs(out: Path, manifest: dict, store: Store) -> int:
     page("index.md", render_home(manifest))
     for asset in ("reportgen.css", "reportgen.js"):
         write_staged(staging / "assets" / asset, resources.files("reportgen.templates").joinpath(asset).read_bytes())
-    for model in manifest["models"]:
-        m = model["slug"]
+    for model in manifest.models:
+        m = model.slug
         page(f"{m}/index.md", render_model(model))
-        for entry in model.get("classes", []):
-            stored = store.get_render(entry["key"]) if entry["key"] else None
+        for entry in model.classes:
+            stored = store.get_render(entry.key) if entry.key else None
             if stored is not None:
-                write_staged(staging / m / "classes" / f"{entry['class']}.webp",
+                write_staged(staging / m / "classes" / f"{entry.class_}.webp",
                              webp_bytes(stretch(stored.image())[0], UNIT_IMAGE_SIDE))
         photos, originals = {}, {}
-        for ref in model["references"]["images"]:
-            photo = store.get_image(ref["image"])
-            write_staged(staging / m / "refs" / ref["thumb"], webp_bytes(photo, REF_THUMB_SIDE))
-            photos[ref["index"]] = shrink(photo, MAP_THUMB_SIDE)
-            originals[ref["index"]] = photo
-        for i, layer in enumerate(model["layers"]):
-            folder = staging / m / layer["slug"]
-            page(f"{m}/{layer['slug']}/index.md", render_layer(model, i))
-            for name, image in layer_images(layer, photos, store, model["preprocess"]["input_size"][1], originals):
+        for ref in model.references.images:
+            photo = store.get_image(ref.image)
+            write_staged(staging / m / "refs" / ref.thumb, webp_bytes(photo, REF_THUMB_SIDE))
+            photos[ref.index] = shrink(photo, MAP_THUMB_SIDE)
+            originals[ref.index] = photo
+        for i, layer in enumerate(model.layers):
+            folder = staging / m / layer.slug
+            page(f"{m}/{layer.slug}/index.md", render_layer(model, i))
+            for name, image in layer_images(layer, photos, store, model.preprocess["input_size"][1], originals):
                 quality = MAP_QUALITY if name.startswith("maps/") else WEBP_QUALITY
                 write_staged(folder / name, webp_bytes(image, UNIT_IMAGE_SIDE, quality))
             for group in ("units", "drivers"):
-                for position, unit in enumerate(layer.get(group, [])):
-                    page(f"{m}/{layer['slug']}/{unit['channel']}/index.md", render_unit(model, layer, position, group))
+                for position, unit in enumerate(getattr(layer, group)):
+                    page(f"{m}/{layer.slug}/{unit.channel}/index.md", render_unit(model, layer, position, group))
     atomic_write(out / "mkdocs.yml", render_mkdocs_yml(manifest).encode("utf-8"))
     old = out / "docs.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator
 
 from .config import BuildConfig
 from .errors import OutputDirError, ReportgenError, StoreError, UsageError
-from .manifest import (MARKER, check_out, merge_model, prepare_out, read_manifest, read_shard_records,
-                       write_manifest, write_shard_record)
+from .manifest import (MARKER, Manifest, ModelEntry, check_out, merge_model, prepare_out, read_manifest,
+                       read_shard_records, write_manifest, write_shard_record)
 from . import entries
 from .progress import Progress
 from .store import Store, atomic_write, exclusive
@@ -134,8 +134,8 @@ def _disk_full_is_an_error(out: Path) -> Iterator[None]:
         ) from None
 
 
-def _publish_snapshot(out: Path, manifest: dict | None, store: Store, report: BuildReport, config: BuildConfig,
-                      progress: Progress, entry: dict) -> None:
+def _publish_snapshot(out: Path, manifest: Manifest | None, store: Store, report: BuildReport, config: BuildConfig,
+                      progress: Progress, entry: ModelEntry) -> None:
     """Write the manifest, pages and site with ``entry`` as it stands mid-build (its ``pending``
     phases not rendered yet), and say where to open it. Its seconds go to ``report.timings["partial sites"]``."""
     started = time.perf_counter()
@@ -145,10 +145,10 @@ def _publish_snapshot(out: Path, manifest: dict | None, store: Store, report: Bu
     publish(out, partial, store, shown, site=config.site)
     report.timings["partial sites"] = report.timings.get("partial sites", 0.0) + time.perf_counter() - started
     where = f"open {shown.site.path}/index.html" if shown.site else f"pages in {out}/docs"
-    progress.note(f"{entry['name']}: the site so far is ready ({where}); still rendering {', '.join(entry['pending'])}")
+    progress.note(f"{entry.name}: the site so far is ready ({where}); still rendering {', '.join(entry.pending)}")
 
 
-def publish(out: Path, manifest: dict, store: Store, report: BuildReport, site: bool = True) -> None:
+def publish(out: Path, manifest: Manifest, store: Store, report: BuildReport, site: bool = True) -> None:
     """Write pages from the manifest and, with ``site``, run a strict ``mkdocs build``."""
     from .pages import write_docs
 
@@ -181,7 +181,7 @@ def rebuild_site(out: Path, site: bool = True) -> BuildReport:
         )
     report = BuildReport(Path(out))
     with exclusive(Path(out)), _disk_full_is_an_error(Path(out)):
-        publish(Path(out), manifest, Store(manifest.get("store") or Path(out) / ".cache"), report, site=site)
+        publish(Path(out), manifest, Store(manifest.store or Path(out) / ".cache"), report, site=site)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -243,7 +243,7 @@ def _plan(name: str, config: BuildConfig, layer_flag: str = "--layers") -> Plan:
 
 def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progress, report: BuildReport,
                 executor=None, render: bool = True,
-                snapshot: Callable[[dict], None] | None = None) -> dict | None:
+                snapshot: Callable[[ModelEntry], None] | None = None) -> ModelEntry | None:
     """Analyse and render one planned model's selected units and return its manifest entry
     (``None`` for a ``--shard`` build, which only renders its share of the jobs). With
     ``render=False``, a render missing from the store is an error (``StoreError``).
@@ -253,7 +253,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     (``renders.PHASES``: channel renders first), and the entry is made from the store
     (``entries.model_entry``). After a phase, when those still to come would take
     ``SNAPSHOT_AFTER`` seconds or more at the rate so far, ``snapshot`` gets the entry as it
-    stands, with the phases still to come in ``entry["pending"]`` (the build writes a browsable
+    stands, with the phases still to come in ``entry.pending`` (the build writes a browsable
     site from it).
     """
     from .analysis import stage
@@ -284,10 +284,6 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
     rendered_before = report.rendered
     sets = {}  # (kind, layer) -> RenderSet, in the order a local build renders them
     drivers = {m: analysis.drivers[m][:config.drivers] for m in modules}  # rendered with the layer's units
-    best = {m: {c: int(analysis.stats[m].argmax[c]) for c in variants[m] if analysis.stats[m].argmax[c] >= 0}
-            for m in modules}  # the photo each variant unit's accentuation starts from: its top image
-    accent_photos = stage.canvas_photos(loaded, refs, sorted({i for m in modules for i in best[m].values()}),
-                                        config.render.size)
     for m in modules:
         mixes = analysis.groups.get(m, {}).get("vectors", [])
         vectors = {g: tuple(float(w) for w in row) for g, row in enumerate(mixes)}
@@ -296,7 +292,7 @@ def build_model(plan: Plan, config: BuildConfig, store: Store, progress: Progres
                   "group": (list(vectors), {"vectors": vectors, "source": analysis.groups_key}),
                   "neuron": (neurons[m], {"box": analysis.boxes.get(m)}),
                   **{kind: (variants[m], {}) for kind in ("second-seed", "negative", "diversity")},
-                  "accentuation": (list(best[m]), {"photos": {c: accent_photos[i] for c, i in best[m].items()}}),
+                  "accentuation": (list(analysis.accent_photos[m]), {"photos": analysis.accent_photos[m]}),
                   **{kind: (sorted(analysis.photos), {"photos": analysis.photos}) for kind in PHOTO_KINDS}}
         for kind in KINDS:
             if kind in wanted:

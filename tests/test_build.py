@@ -166,10 +166,34 @@ def test_site_command_needs_no_model(built, monkeypatch):
 
 def test_site_refuses_a_manifest_of_another_version(tmp_path):
     from reportgen.errors import StoreError
+    from reportgen.manifest import MANIFEST_SCHEMA
 
     (tmp_path / "manifest.json").write_text(json.dumps({"models": [{"name": "old"}]}))
     with pytest.raises(StoreError, match="another reportgen version"):
         rebuild_site(tmp_path)
+    # this schema's number, but not its fields (a hand-edited file): the same one line, no traceback
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema": MANIFEST_SCHEMA, "reportgen": "0", "title": "t",
+                                                        "updated": "", "models": [{"name": "old"}]}))
+    with pytest.raises(StoreError, match="another reportgen version"):
+        rebuild_site(tmp_path)
+
+
+def test_the_manifest_reads_back_as_typed_records_and_writes_the_same_json(built, tmp_path):
+    from reportgen import manifest as records
+
+    out, _ = built
+    manifest = records.read_manifest(out)
+    model = manifest.models[0]
+    unit = model.layers[0].units[0]  # the first unit has every kind of further render
+    assert isinstance(model, records.ModelEntry) and isinstance(model.layers[0], records.LayerEntry)
+    assert isinstance(unit.second_seed, records.SecondSeed) and isinstance(unit.diversity, records.Diversity)
+    assert isinstance(unit.accentuation, records.Accentuation) and type(unit.negative) is records.Variant
+    assert isinstance(unit.neuron, records.Neuron) and isinstance(unit.top[0], records.TopImage)
+    assert isinstance(model.classes[0], records.ClassEntry) and model.classes[1].label == "flamingo"
+    assert isinstance(model.layers[1].units[0].inputs[0], records.Link) and model.layers[2].rf.global_
+    records.write_manifest(tmp_path, manifest)  # nothing lost or renamed on the way through the types
+    assert (tmp_path / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+
 
 
 def test_a_second_model_is_added_without_touching_the_first(built):

@@ -1,6 +1,8 @@
 """Circuits against exact oracles: the attribution between two layers of a hand-built network equals
 its closed form; the classes a unit of the last feature layer votes for are its classifier column."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import timm
@@ -9,6 +11,7 @@ from torch import nn
 
 from reportgen import pages
 from reportgen.analysis.circuits import inputs, promotes
+from reportgen.manifest import Link
 
 
 class TwoLayers(nn.Module):
@@ -67,23 +70,23 @@ def test_the_last_feature_layer_votes_along_its_classifier_column():
 def test_a_unit_page_links_its_drivers_and_names_its_classes():
     from test_pages import sample_manifest
 
-    model = sample_manifest()["models"][0]
-    page = pages.render_unit(model, model["layers"][1], 0)
+    model = sample_manifest().models[0]
+    page = pages.render_unit(model, model.layers[1], 0)
     assert "[stem unit 1](../../stem/1/index.md)" in page  # a shown driver: linked to its page
     assert "| stem unit 2 |" in page and "+0.500" in page and "-0.250" in page  # no page: no link
-    stem = model["layers"][0]
-    driver = {**stem["units"][1], "channel": 2, "key": None, "rendered": False,
-              "feeds": [{"layer": "blocks.1", "channel": 0, "score": -0.25}]}
-    model = {**model, "layers": [{**stem, "drivers": [driver]}, model["layers"][1]]}
-    page = pages.render_unit(model, model["layers"][1], 0)
+    stem = model.layers[0]
+    driver = replace(stem.units[1], channel=2, key=None, rendered=False,
+                     feeds=[Link(layer="blocks.1", channel=0, score=-0.25)])
+    model = replace(model, layers=[replace(stem, drivers=[driver]), model.layers[1]])
+    page = pages.render_unit(model, model.layers[1], 0)
     assert "[stem unit 2](../../stem/2/index.md) (not rendered)" in page  # an extra driver: its own page
-    driver_page = pages.render_unit(model, model["layers"][0], 0, group="drivers")
+    driver_page = pages.render_unit(model, model.layers[0], 0, group="drivers")
     assert "Not rendered" in driver_page and "[unit 0](../../blocks.1/0/index.md)" in driver_page
     assert "![render" not in driver_page and "## Optimization curve" not in driver_page
     layer_page = pages.render_layer(model, 0)
     assert "## Drivers of the next layer" in layer_page and "[unit 2](2/index.md) (drives 1)" in layer_page
     assert "votes for goldfish" in page.split("<section", 1)[0]  # in the summary line search indexes
-    assert "## Circuit" not in pages.render_unit(model, model["layers"][0], 0)  # the first layer: none
+    assert "## Circuit" not in pages.render_unit(model, model.layers[0], 0)  # the first layer: none
 
 
 @pytest.mark.parametrize("name", ["test_vit", "test_convnext"])

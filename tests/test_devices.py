@@ -23,7 +23,7 @@ def test_every_stage_makes_its_tensors_on_the_models_device(tmp_path):
     plan = pipeline._plan("test_efficientnet", config)  # the model is made on the CPU
     with torch.device("meta"):
         entry = pipeline.build_model(plan, config, Store(tmp_path / "store"), Progress(), BuildReport(tmp_path))
-    units = [u for layer in entry["layers"] for u in layer["units"]]
-    assert len(units) == 4 and not any(u["failed"] for u in units)
-    assert all(layer["units"][0]["neuron"]["key"] for layer in entry["layers"])
-    assert len(entry["classes"]) == 2 and all(c["key"] for c in entry["classes"])
+    units = [u for layer in entry.layers for u in layer.units]
+    assert len(units) == 4 and not any(u.failed for u in units)
+    assert all(layer.units[0].neuron.key for layer in entry.layers)
+    assert len(entry.classes) == 2 and all(c.key for c in entry.classes)

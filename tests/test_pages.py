@@ -4,19 +4,22 @@ Set REPORTGEN_UPDATE_GOLDEN=1 to rewrite the golden files after an intended temp
 """
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from reportgen import pages
+from reportgen.manifest import ERFEntry, Manifest, RFEntry, from_json
 from reportgen.store import Store
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def sample_manifest(store: Store | None = None) -> dict:
-    """A two-layer, three-unit manifest as the pipeline writes it (keys point into ``store``)."""
+def sample_manifest(store: Store | None = None) -> Manifest:
+    """A two-layer, three-unit manifest as the pipeline writes it (keys point into ``store``),
+    read from its JSON as ``reportgen site`` reads one."""
     image_key = store.put_image(np.full((16, 16, 3), 120, np.uint8)) if store else "0" * 64
     maps_key, erf_key = "m" * 64, "e" * 64
     if store:
@@ -96,14 +99,14 @@ def sample_manifest(store: Store | None = None) -> dict:
             "unit": {"mean": [0.0] * 3, "std": [1.0] * 3, "stem": 2.5, "middle": 0.8, "late": 0.5, "layers": 9,
                      "images": 2},
             "better": "imagenet"},
-        "device": "cpu", "executor": "local", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "variant_count": 1, "median_ratio": 1.0,
+        "device": "cpu", "threads": 2, "executor": "local", "seed": 0, "rendered": 4, "cached": 0, "unit_count": 3, "neuron_count": 1, "variant_count": 1, "median_ratio": 1.0,
         "median_perturbed_ratio": 1.0,
         "classes": [{"class": 1, "label": "goldfish", "key": put("c" * 64), "logit": 9.0, "flat": False, "prob": 0.75,
                      "top": 1, "top_label": "goldfish"},
                     {"class": 2, "label": "great white shark", "key": None, "logit": None, "flat": False}],
         "class_render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True, "decay_power": 1.0,
                          "pad": 4, "jitter": 6, "scales": [0.4, 1.6], "max_angle": 45.0},
-        "render_seconds": 4.5, "pending": [],
+        "render_seconds": 4.5, "pending": [], "unit_scales": [0.9, 1.1],
         "settings": {"preset": "quick", "units": "2", "drivers": 8, "render": {"size": 32, "steps": 10, "lr": 0.05, "param": "fft", "decorrelate": True,
                                                     "decay_power": 1.0, "pad": 4, "jitter": 2, "scales": [0.9, 1.1],
                                                     "max_angle": 10.0, "average": 0.2, "samples": 2,
@@ -115,14 +118,15 @@ def sample_manifest(store: Store | None = None) -> dict:
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return {"schema": 7, "reportgen": "0.1.0", "title": "reportgen: toy", "updated": "2026-01-01T00:00:00+00:00", "models": [model]}
+    return from_json(Manifest, {"schema": 7, "reportgen": "0.1.0", "title": "reportgen: toy",
+                                "updated": "2026-01-01T00:00:00+00:00", "models": [model]})
 
 
 @pytest.mark.parametrize("name,render", [
     ("home.md", lambda m: pages.render_home(m)),
-    ("model.md", lambda m: pages.render_model(m["models"][0])),
-    ("layer.md", lambda m: pages.render_layer(m["models"][0], 0)),
-    ("unit.md", lambda m: pages.render_unit(m["models"][0], m["models"][0]["layers"][0], 0)),
+    ("model.md", lambda m: pages.render_model(m.models[0])),
+    ("layer.md", lambda m: pages.render_layer(m.models[0], 0)),
+    ("unit.md", lambda m: pages.render_unit(m.models[0], m.models[0].layers[0], 0)),
     ("mkdocs.yml", lambda m: pages.render_mkdocs_yml(m)),
 ])
 def test_golden_markdown(name, render):
@@ -135,23 +139,23 @@ def test_golden_markdown(name, render):
 
 def test_pages_say_what_the_numbers_mean():
     manifest = sample_manifest()
-    model = manifest["models"][0]
-    weak_unit = pages.render_unit(model, model["layers"][0], 1)
+    model = manifest.models[0]
+    weak_unit = pages.render_unit(model, model.layers[0], 1)
     assert "Weaker than real images" in weak_unit and "×0.50" in weak_unit
-    strong_unit = pages.render_unit(model, model["layers"][0], 0)
+    strong_unit = pages.render_unit(model, model.layers[0], 0)
     assert "Weaker than real images" not in strong_unit and "×1.50" in strong_unit
     assert "Random weights" in pages.render_model(model)
     warned = pages.render_model(model)
     assert "may expect another input normalization" in warned and "mean 0.485, 0.456, 0.406" in warned
     assert "resized to it on the way in" in warned and "stem 1.3, middle layers 0.4" in warned
-    fitting = {**model, "fixed_input": False, "normalization": {**model["normalization"], "better": None}}
+    fitting = replace(model, fixed_input=False, normalization={**model.normalization, "better": None})
     assert "another input normalization" not in pages.render_model(fitting)
     assert "resized" not in pages.render_model(fitting)
-    assert "Normalization check" not in pages.render_model({**model, "normalization": None})
-    dead = pages.render_unit(model, model["layers"][1], 0)
+    assert "Normalization check" not in pages.render_model(replace(model, normalization=None))
+    dead = pages.render_unit(model, model.layers[1], 0)
     assert "never fires" in dead and "| **—** |" in dead.replace("**—** (", "**—** |")
-    fragile = {**model["layers"][0]["units"][0], "perturbed_ratio": 0.5}
-    text = pages.render_unit(model, {**model["layers"][0], "units": [fragile]}, 0)
+    fragile = replace(model.layers[0].units[0], perturbed_ratio=0.5)
+    text = pages.render_unit(model, replace(model.layers[0], units=[fragile]), 0)
     assert "Fragile render" in text and "×0.50" in text
     assert "Fragile render" not in strong_unit
     model_page = pages.render_model(model)
@@ -204,7 +208,7 @@ def test_rewriting_docs_drops_stale_pages(tmp_path):
     store = Store(tmp_path / ".cache")
     manifest = sample_manifest(store)
     pages.write_docs(tmp_path, manifest, store)
-    manifest["models"][0]["layers"].pop()
+    manifest.models[0].layers.pop()
     pages.write_docs(tmp_path, manifest, store)
     assert not (tmp_path / "docs" / "toy" / "blocks.1").exists()
     assert not (tmp_path / "docs.new").exists() and not (tmp_path / "docs.old").exists()
@@ -212,7 +216,8 @@ def test_rewriting_docs_drops_stale_pages(tmp_path):
 
 def test_ratios_that_mislead_are_flagged_with_their_reason():
     def unit(**values):
-        return {"failed": False, "dead": False, "ref_max": 2.0, "ref_peak": 10.0, **values}
+        return replace(sample_manifest().models[0].layers[0].units[0],
+                       **{"failed": False, "dead": False, "ref_max": 2.0, "ref_peak": 10.0, **values})
 
     assert pages.ratio_flag(unit()) is None  # the best image's mean is a fifth of the peak: a fair baseline
     tiny = pages.ratio_flag(unit(ref_max=0.194, ref_peak=7.5))  # bn2 unit 7 of the sample report: ×186.89
@@ -222,12 +227,12 @@ def test_ratios_that_mislead_are_flagged_with_their_reason():
     assert pages.ratio_flag(unit(failed=True, ref_max=0.0)) is None  # a failed render says so itself
     assert pages.ratio_flag(unit(rendered=False, ref_max=0.0)) is None  # a driver shown without a render
 
-    model = sample_manifest()["models"][0]
-    layer = model["layers"][0]
-    spotty = {**layer["units"][0], "ref_max": 0.1, "ref_peak": 4.0, "activation_ratio": 20.0}
-    page = pages.render_layer({**model, "layers": [{**layer, "units": [spotty, layer["units"][1]]}]}, 0)
+    model = sample_manifest().models[0]
+    layer = model.layers[0]
+    spotty = replace(layer.units[0], ref_max=0.1, ref_peak=4.0, activation_ratio=20.0)
+    page = pages.render_layer(replace(model, layers=[replace(layer, units=[spotty, layer.units[1]])]), 0)
     assert page.count('data-flag="1"') == 1 and "×20.00 ⚠ small baseline" in page and "1 ratio flagged ⚠" in page
-    unit_page = pages.render_unit(model, {**layer, "units": [spotty]}, 0)
+    unit_page = pages.render_unit(model, replace(layer, units=[spotty]), 0)
     assert "Read the ratio with care: small baseline" in unit_page
     assert "render's mean activation is ×0.50" in unit_page  # 2.0 on the render / peak 4.0
 
@@ -245,8 +250,8 @@ def test_activation_maps_are_a_colour_scale_over_the_photo_in_grey():
 
 def test_a_small_receptive_field_is_drawn_enlarged(tmp_path):
     store = Store(tmp_path / ".cache")
-    model = sample_manifest(store)["models"][0]
-    layer = model["layers"][0]  # rf 3 px on a 64 px input
+    model = sample_manifest(store).models[0]
+    layer = model.layers[0]  # rf 3 px on a 64 px input
     window = pages.erf_window(layer, 64)
     assert window[2] - window[0] + 1 == 12  # 3 px fields: the central 12 px (the minimum), not the whole 64
     figure = dict(pages.layer_images(layer, {}, store, 64))["erf.webp"]
@@ -259,18 +264,19 @@ def test_a_small_receptive_field_is_drawn_enlarged(tmp_path):
 def test_top_images_come_with_the_crop_where_the_unit_fires_most(tmp_path):
     from reportgen.images import zoom
 
-    layer = {"rf": {"size": 5, "padding": 2, "global": False}, "erf": {"size": 3}, "stride": 4}
+    layer = replace(sample_manifest().models[0].layers[0], rf=RFEntry(size=5, padding=2, global_=False),
+                    erf=ERFEntry(size=3, images=1, key="e"), stride=4)
     # position (row 8, col 5) of a stride-4 map: its 5 px field starts at 4*8-2, 4*5-2, so it is centred on (32, 20)
     top, left, bottom, right = pages.field_crop_box(layer, 8, 5, 64)
     assert bottom - top + 1 == pages.MIN_CROP == right - left + 1  # small fields: at least MIN_CROP px
     assert abs((top + bottom) / 2 - 32) <= 0.5 and abs((left + right) / 2 - 20) <= 0.5
     assert pages.field_crop_box(layer, 0, 0, 64)[:2] == (0, 0)  # clipped to the image, not shifted off it
-    wide = {**layer, "erf": {"size": 40}, "rf": {"size": 30, "padding": 13, "global": False}}
+    wide = replace(layer, erf=ERFEntry(size=40, images=1, key="e"), rf=RFEntry(size=30, padding=13, global_=False))
     assert pages.field_crop_box(wide, 2, 5, 64)[2] - pages.field_crop_box(wide, 2, 5, 64)[0] + 1 == 30
 
     store = Store(tmp_path / ".cache")
-    model = sample_manifest(store)["models"][0]
-    stem = model["layers"][0]  # its maps are linspace(-1, 1): unit 0's strongest position is the last, (3, 3)
+    model = sample_manifest(store).models[0]
+    stem = model.layers[0]  # its maps are linspace(-1, 1): unit 0's strongest position is the last, (3, 3)
     photo = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     images = dict(pages.layer_images(stem, {3: photo[::4, ::4]}, store, 64, originals={3: photo}))
     crop = images["crops/3-0.webp"]
@@ -278,3 +284,16 @@ def test_top_images_come_with_the_crop_where_the_unit_fires_most(tmp_path):
     assert crop.shape[:2] == (pages.CROP_SIDE, pages.CROP_SIDE)
     np.testing.assert_array_equal(crop, zoom(photo, box, pages.CROP_SIDE))
     assert "crops/3-0.webp" in pages.render_unit(model, stem, 0)
+
+
+def test_every_render_kind_shown_on_a_unit_page_has_its_typed_field():
+    from dataclasses import fields
+
+    from reportgen import manifest as records
+    from reportgen.renders import KINDS
+
+    names = {f.name for f in fields(records.UnitEntry)}
+    for kind in KINDS.values():
+        if kind.field:  # a kind the unit page shows: the manifest types it, the pages publish it
+            assert kind.field in names, kind
+            assert issubclass(records.record_of(records.UnitEntry, kind.field), records.Variant), kind

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..manifest import Prediction, ReferenceImage
 from ..progress import Progress
 from ..store import Store, canonical_key
 from .activations import LayerStats
@@ -51,8 +52,10 @@ class Analysis:
     before or None, "units": the shown units, "inputs": [units, source channels] or None,
     "promotes": [units, classes] or None}}``, a row per shown unit), and the ``drivers`` of each layer: its
     channels, other than the shown ones, that the next layer's shown units list as inputs, in the
-    order they are rendered (``circuits.driver_channels``), and each layer's neuron ``groups``
-    (``stage.groups``; their presence maps under ``groups_key``)."""
+    order they are rendered (``circuits.driver_channels``), each layer's neuron ``groups``
+    (``stage.groups``; their presence maps under ``groups_key``), and the photo each unit with
+    variants starts its accentuation from, its top reference image at the canvas size
+    (``accent_photos``: ``{layer: {channel: (pixels, sha256)}}``)."""
 
     stats: dict[str, LayerStats]
     arrays: dict[str, np.ndarray]
@@ -72,6 +75,7 @@ class Analysis:
     drivers: dict[str, list[int]]
     groups: dict[str, dict]
     groups_key: str
+    accent_photos: dict[str, dict[int, tuple[np.ndarray, str]]]
 
 
 def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str, list[int]], config, refs,
@@ -100,9 +104,13 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
     boxes = neuron_boxes(loaded, [m for m in modules if neurons[m]], config.render.size, config.render.pad, store)
     magnitude = maco_magnitude(refs, arrays["used"], config.render.size, store) if config.render.param == "maco" else None
     photos = canvas_photos(loaded, refs, arrays["used"][:config.dreams], config.render.size)
+    best = {m: {c: int(stats[m].argmax[c]) for c in units[m][:config.variants] if stats[m].argmax[c] >= 0}
+            for m in modules}  # each variant unit's top image
+    tops = canvas_photos(loaded, refs, sorted({i for m in modules for i in best[m].values()}), config.render.size)
     normalization = normalization_check(loaded, refs, arrays["used"], store)
     return Analysis(stats, arrays, grid_images, grid_units, shown, maps_key, fields, erf_key, erfs, boxes, magnitude,
-                    photos, imagenet_labels(loaded.module), normalization, links, drivers, found_groups, groups_key)
+                    photos, imagenet_labels(loaded.module), normalization, links, drivers, found_groups, groups_key,
+                    {m: {c: tops[i] for c, i in best[m].items()} for m in modules})
 
 
 def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
@@ -382,7 +390,7 @@ def neuron_boxes(loaded, modules: list[str], size: int, pad: int,
     return boxes
 
 
-def reference_entries(loaded, refs, arrays: dict, indices: list[int], store: Store) -> list[dict]:
+def reference_entries(loaded, refs, arrays: dict, indices: list[int], store: Store) -> list[ReferenceImage]:
     """Manifest entries (thumbnail in the store, top predictions) for the reference images ``indices``."""
     from .references import center_crop, load_rgb
 
@@ -394,11 +402,10 @@ def reference_entries(loaded, refs, arrays: dict, indices: list[int], store: Sto
     for i in indices:
         ref = refs.images[i]
         pixels = center_crop(load_rgb(ref), loaded.preprocess.input_size[1], loaded.preprocess.crop_pct)
-        entries.append({
-            "index": i, "name": ref.name, "image": store.put_image(pixels), "thumb": f"{i}.webp",
-            "predictions": [{"class": c, "label": labels.get(c, f"class {c}"), "prob": p}
-                            for c, p in predictions.get(i, [])],
-        })
+        entries.append(ReferenceImage(
+            index=i, name=ref.name, image=store.put_image(pixels), thumb=f"{i}.webp",
+            predictions=[Prediction(class_=c, label=labels.get(c, f"class {c}"), prob=p)
+                         for c, p in predictions.get(i, [])]))
     return entries
 
 
