@@ -55,7 +55,10 @@ def clone_units(report: Path, work: Path, count: int) -> int:
 def big_layer_page(report: Path, tiles: int) -> dict:
     """A layer page of ``tiles`` units from REPORT's manifest (its first layer's units repeated under
     new channels), rendered by reportgen's template: bytes, images, lazy and sized images."""
-    model = read_manifest(report).models[0]
+    manifest = read_manifest(report)
+    if manifest is None:
+        sys.exit(f"no manifest of this reportgen version in {report}: run `reportgen build --out {report}` first")
+    model = manifest.models[0]
     layer = model.layers[0]
     base = layer.units
     layer.units = [dataclasses.replace(base[i % len(base)], channel=i) for i in range(tiles)]

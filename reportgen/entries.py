@@ -3,8 +3,8 @@ records of ``manifest.py`` that every page is written from (``OUT/manifest.json`
 
 ``model_entry`` makes a model's entry from a planned build, its analysis and its render sets
 (``renders.RenderSet``); it calls the helpers below, one per part of a layer's entry: its units
-(``_layer_entry``), their centre neurons, variants and circuits, its neuron groups, dreams, and
-the model's class visualizations. Failed renders are reported as they are met.
+and drivers (``_unit_entries``), their centre neurons, variants and circuits, its neuron groups,
+dreams, and the model's class visualizations. Failed renders are reported as they are met.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Sequence
 from . import __version__
 from .manifest import (Accentuation, ClassEntry, Diversity, Dream, DreamEntry, ERFEntry, Group, GroupFit, GroupTop,
                        GroupUnit, Inversion, LayerEntry, Link, Maps, ModelEntry, Neuron, Partner, References, RFEntry,
-                       TopImage, Twin, UnitEntry, Vote, record_of)
+                       TopImage, Twin, UnitEntry, Vote, record_of, to_json)
 from .pages import slug, unit_image, with_pages
-from .renders import KINDS
+from .renders import VARIANT_FIELDS
 
 if TYPE_CHECKING:
     from .config import BuildConfig
@@ -54,14 +54,14 @@ def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, r
         m = layer.module
         channels = sets["channel", m].found
         stats = analysis.stats[m]
-        unit_entries = _unit_entries(name, layer, {c: channels[c] for c in units[m] if c in channels}, stats, report,
-                                     config.seed)
+        dead, twins = stats.dead(), stats.redundant(REDUNDANT_R)
+        unit_entries = _unit_entries(name, layer, {c: channels[c] for c in units[m] if c in channels}, stats,
+                                     dead, twins, report, config.seed)
         drawn = [c for c in analysis.drivers[m][:config.drivers] if c in channels]
-        drivers = _unit_entries(name, layer, {c: channels[c] for c in drawn}, stats, report, config.seed,
+        drivers = _unit_entries(name, layer, {c: channels[c] for c in drawn}, stats, dead, twins, report, config.seed,
                                 unrendered=[c for c in analysis.drivers[m] if c not in drawn])
         for driver in drivers:  # the images its page shows (stage.map_pairs)
             driver.top = driver.top[:stage.DRIVER_TOP]
-        dead, twins = stats.dead(), stats.redundant(REDUNDANT_R)
         fit = analysis.groups.get(m)
         entry = LayerEntry(
             **layer.to_dict(), slug=slug(m), units=unit_entries, dead=dead,
@@ -80,7 +80,7 @@ def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, r
             erf=ERFEntry(**analysis.erfs[m], key=analysis.erf_key),
             maps=Maps(key=analysis.maps_key, images=analysis.grid_images, units=analysis.grid_units[m]))
         _add_neurons(name, entry, found("neuron", m), analysis.boxes.get(m), stats, report)
-        _add_variants(loaded, entry, channels, {kind: found(kind, m) for kind, k in KINDS.items() if k.field}, report)
+        _add_variants(loaded, entry, channels, {kind: found(kind, m) for kind in VARIANT_FIELDS}, report)
         _add_circuits(entry, analysis.circuits.get(m) or {}, analysis.labels)
         layer_entries.append(entry)
     _add_feeds(layer_entries)
@@ -90,19 +90,21 @@ def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, r
     arrays = analysis.arrays
     total = sum(len(rendered.keys) for rendered in sets.values())
     shown = [u for e in layer_entries for u in e.units]
+    # The plain dicts in their JSON form (lists, not tuples), so pages written from this entry and
+    # from the manifest read back (`reportgen site`) are the same.
     return ModelEntry(
         name=name,
         slug=slug(name),
-        weights={**vars(loaded.weights), "description": loaded.weights.describe()},
-        preprocess=vars(loaded.preprocess),
+        weights=to_json({**vars(loaded.weights), "description": loaded.weights.describe()}),
+        preprocess=to_json(vars(loaded.preprocess)),
         fixed_input=loaded.fixed_input,
-        normalization=analysis.normalization,
+        normalization=to_json(analysis.normalization),
         device=str(loaded.device),
         threads=torch.get_num_threads(),
         executor=executor.name,
-        settings=config.to_dict(),
+        settings=to_json(config.to_dict()),
         seed=config.seed,
-        versions={"reportgen": __version__, "torch": torch.__version__, "timm": timm.__version__,
+        versions={"reportgen": __version__, "torch": str(torch.__version__), "timm": timm.__version__,
                   "python": platform.python_version()},
         timings={k: round(v, 2) for k, v in timings.items()},
         pending=list(pending),
@@ -115,7 +117,7 @@ def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, r
         median_ratio=_median(u.activation_ratio for u in shown),
         median_perturbed_ratio=_median(u.perturbed_ratio for u in shown),
         classes=class_entries,
-        class_render=class_settings(config.render).to_dict(),
+        class_render=to_json(class_settings(config.render).to_dict()),
         unit_scales=[round(s, 3) for s in reach_scales(loaded, config.render)],  # what channel renders drew
         references=References(
             label=refs.label, digest=refs.digest, skipped=[str(s) for s in arrays["skipped"]], used=len(arrays["used"]),
@@ -124,15 +126,14 @@ def model_entry(loaded, plan: Plan, config: BuildConfig, analysis, sets: dict, r
     )
 
 
-def _unit_entries(model_name: str, layer, found: dict, stats, report: BuildReport, config_seed: int,
-                  unrendered: Sequence[int] = ()) -> list[UnitEntry]:
+def _unit_entries(model_name: str, layer, found: dict, stats, dead: Sequence[int], twins: Sequence[int],
+                  report: BuildReport, config_seed: int, unrendered: Sequence[int] = ()) -> list[UnitEntry]:
     """Per shown unit of a layer: the render (``None`` if it failed), its activation ratio, its
-    statistics over the reference images and its top images. The ``unrendered`` channels follow
-    with their statistics only (``rendered`` false: no render was asked for)."""
-    from .analysis.activations import REDUNDANT_R
+    statistics over the reference images (``stats``; the layer's ``dead`` and redundant channels,
+    ``twins``) and its top images. The ``unrendered`` channels follow with their statistics only
+    (``rendered`` false: no render was asked for)."""
     from .optvis.render import render_objective, unit_seed
 
-    dead, twins = stats.dead(), stats.redundant(REDUNDANT_R)
     entries = []
     for c, stored in [*found.items(), *((c, NOT_RENDERED) for c in unrendered)]:
         rendered = stored is not NOT_RENDERED
@@ -169,7 +170,7 @@ def _unit_entries(model_name: str, layer, found: dict, stats, report: BuildRepor
             flat=bool(meta.get("flat", False)),
             seed=meta.get("seed", unit_seed(config_seed, layer.module, c)),
             objective=meta.get("objective", render_objective("channel", layer.module, (c,)).describe()),
-            curve=meta.get("curve", []),
+            curve=to_json(meta.get("curve", [])),  # lists, as read back from the store
             seconds=meta.get("seconds", 0.0),
             failed=failed,
             rendered=rendered,
@@ -208,7 +209,7 @@ def _add_variants(loaded, entry: LayerEntry, channels: dict, found: dict[str, di
 
     by_channel = {u.channel: u for u in entry.units}
     for kind, renders in found.items():
-        name = KINDS[kind].field
+        name = VARIANT_FIELDS[kind]
         record = record_of(UnitEntry, name)
         for c, stored in renders.items():
             unit = by_channel[c]

@@ -6,14 +6,16 @@ layer, its units (render path, activation ratio, statistics). Pages are made fro
 The manifest is typed: ``Manifest`` holds ``ModelEntry``s, which hold ``LayerEntry``s, which hold
 ``UnitEntry``s, and so on down; ``entries.py`` makes them, ``pages.py`` and the templates read
 their fields. ``to_json`` and ``from_json`` turn any of them into the JSON of ``manifest.json``
-and back (a field named ``class_`` is written ``class``). Records that other modules already
-type and serialize themselves (settings, weights, preprocessing, the normalization check) stay
-the plain dicts those modules write.
+and back (a field named ``class_`` is written ``class``). What other modules already type and
+serialize themselves stays the plain dicts they write, in their JSON form: a model's weights,
+preprocessing, normalization check, settings, class render settings, versions and timings, and
+a unit's perturbed ratios by perturbation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -71,7 +73,7 @@ def read_manifest(out: Path) -> Manifest | None:
         if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
             return None
         return from_json(Manifest, data)
-    except (OSError, ValueError, TypeError, KeyError):  # unreadable, or not what this version writes
+    except (OSError, ValueError, KeyError):  # unreadable, or not what this version writes
         return None
 
 
@@ -152,7 +154,7 @@ class Neuron:
     and ratio to the unit's peak at any position of any reference image."""
 
     failed: bool
-    key: str | None
+    key: str | None = None
     box: list[int]
     activation: float | None = None
     ratio: float | None = None
@@ -452,7 +454,8 @@ def record_of(record: type, name: str) -> type:
 
 def from_json(kind: Any, data: Any) -> Any:
     """``data`` (as ``to_json`` writes it) as a ``kind``: a record class, ``list[...]``, ``X | None``
-    or a plain type. A missing field takes its default; one without a default raises ``KeyError``."""
+    or a plain type. A missing field takes its default; one without a default raises ``KeyError``,
+    and a record that is not a JSON object ``ValueError``."""
     if data is None:
         return None
     origin = typing.get_origin(kind)
@@ -464,12 +467,22 @@ def from_json(kind: Any, data: Any) -> Any:
         return [from_json(item, value) for value in data]
     if not dataclasses.is_dataclass(kind):
         return data
-    hints = typing.get_type_hints(kind)
+    if not isinstance(data, dict):
+        raise ValueError(f"a {kind.__name__} that is not a JSON object")
     values = {}
-    for f in dataclasses.fields(kind):
-        name = f.metadata.get("json", f.name)
+    for field_name, name, hint, required in _fields(kind):
         if name in data:
-            values[f.name] = from_json(hints[f.name], data[name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            values[field_name] = from_json(hint, data[name])
+        elif required:
             raise KeyError(f"{kind.__name__} without {name}")
     return kind(**values)
+
+
+@functools.cache
+def _fields(record: type) -> list[tuple[str, str, Any, bool]]:
+    """Per field of a record class: its name, its JSON name, its type and whether it is required
+    (resolving the annotations once per class: a report reads back thousands of units)."""
+    hints = typing.get_type_hints(record)
+    return [(f.name, f.metadata.get("json", f.name), hints[f.name],
+             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(record)]

@@ -10,7 +10,6 @@ contrast (pixel standard deviation; a neuron's inside its box) so a flat tile ca
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from reportgen.images import is_flat
+from reportgen.manifest import UnitEntry, read_manifest
 from reportgen.store import Store
 
 TILE = 128
@@ -25,30 +25,32 @@ LABEL_W = 120  # the row labels' column
 HEADER = ("channel", "neuron, field zoomed", "negative", "diversity: 3 variants")
 
 
-def tiles_of(store: Store, unit: dict) -> list[np.ndarray]:
+def tiles_of(store: Store, unit: UnitEntry) -> list[np.ndarray]:
     """The unit's channel, neuron (cropped to its box), negative and diversity renders."""
     channel, neuron, negative, diversity = (store.get_render(key).image() for key in (
-        unit["key"], unit["neuron"]["key"], unit["negative"]["key"], unit["diversity"]["key"]))
-    top, left, bottom, right = unit["neuron"]["box"]
+        unit.key, unit.neuron.key, unit.negative.key, unit.diversity.key))
+    top, left, bottom, right = unit.neuron.box
     return [channel, neuron[top:bottom + 1, left:right + 1], negative, diversity]
 
 
 def main(out: Path, target: Path) -> None:
-    model = json.loads((out / "manifest.json").read_text())["models"][0]
-    store = Store(model.get("store") or out / ".cache")
-    layers = model["layers"]
+    manifest = read_manifest(out)
+    if manifest is None:
+        sys.exit(f"no manifest of this reportgen version in {out}: run `reportgen build --out {out}` first")
+    store = Store(manifest.store or out / ".cache")
+    layers = manifest.models[0].layers
     rows, labels, flat = [], [], 0
     for layer in (layers[1], layers[len(layers) // 2], layers[-1]):
-        for unit in layer["units"]:
-            if unit["failed"] or not all(unit.get(k) for k in ("neuron", "negative", "diversity")):
+        for unit in layer.units:
+            if unit.failed or not (unit.neuron and unit.neuron.key and unit.negative and unit.diversity):
                 continue
             tiles = tiles_of(store, unit)
             contrast = [round(float(t.std()), 1) for t in tiles]
             flat += any(is_flat(t) for t in tiles)
-            print(f"{layer['module']} unit {unit['channel']}: std {contrast}{'  FLAT' if any(is_flat(t) for t in tiles) else ''}")
+            print(f"{layer.module} unit {unit.channel}: std {contrast}{'  FLAT' if any(is_flat(t) for t in tiles) else ''}")
             rows.append(np.concatenate([np.asarray(Image.fromarray(t).resize(
                 (TILE * t.shape[1] // t.shape[0], TILE), Image.LANCZOS)) for t in tiles], axis=1))
-            labels.append(f"{layer['module']}\nunit {unit['channel']}")
+            labels.append(f"{layer.module}\nunit {unit.channel}")
     gap, header_h = 4, 16
     width = LABEL_W + rows[0].shape[1]
     sheet = Image.new("RGB", (width, header_h + len(rows) * (TILE + gap)), "white")

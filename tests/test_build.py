@@ -159,9 +159,26 @@ def test_site_command_needs_no_model(built, monkeypatch):
     import reportgen.models
 
     monkeypatch.setattr(reportgen.models, "load_model", lambda *a, **k: pytest.fail("site loaded a model"))
+    written = {path: path.read_bytes() for path in (out / "docs").rglob("*.md")}  # by the build, from its entry
     report = rebuild_site(out)
     layers = json.loads((out / "manifest.json").read_text())["models"][0]["layers"]
     assert report.pages == 14 + sum(len(layer["drivers"]) for layer in layers) and (out / "site" / "index.html").is_file()
+    # from the manifest read back: the same pages, word for word
+    assert {path: path.read_bytes() for path in (out / "docs").rglob("*.md")} == written
+
+
+def test_a_model_entry_is_what_reading_its_json_back_gives(tmp_path):
+    """Pages are written from the entry in memory during a build and from manifest.json by
+    `reportgen site`: the two must be the same records (lists, not tuples; nothing dropped)."""
+    from reportgen import pipeline
+    from reportgen.manifest import ModelEntry, from_json, to_json
+    from reportgen.progress import Progress
+    from reportgen.store import Store
+
+    config = tiny_config(tmp_path / "out", layers="1,-1", units="2", classes=1, steps=2, drivers=2, groups=2)
+    plan = pipeline._plan("test_efficientnet", config)
+    entry = pipeline.build_model(plan, config, Store(tmp_path / "store"), Progress(), pipeline.BuildReport(tmp_path))
+    assert from_json(ModelEntry, json.loads(json.dumps(to_json(entry)))) == entry
 
 
 def test_site_refuses_a_manifest_of_another_version(tmp_path):

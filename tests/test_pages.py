@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from reportgen import pages
-from reportgen.manifest import ERFEntry, Manifest, RFEntry, from_json
+from reportgen.manifest import MANIFEST_SCHEMA, ERFEntry, Manifest, RFEntry, from_json
 from reportgen.store import Store
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -118,7 +118,7 @@ def sample_manifest(store: Store | None = None) -> Manifest:
                                    "predictions": [{"class": 1, "label": "goldfish", "prob": 0.5}]}]},
         "layers": layers,
     }
-    return from_json(Manifest, {"schema": 7, "reportgen": "0.1.0", "title": "reportgen: toy",
+    return from_json(Manifest, {"schema": MANIFEST_SCHEMA, "reportgen": "0.1.0", "title": "reportgen: toy",
                                 "updated": "2026-01-01T00:00:00+00:00", "models": [model]})
 
 

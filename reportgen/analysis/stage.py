@@ -108,9 +108,11 @@ def analyze(loaded, layers: list, units: dict[str, list[int]], neurons: dict[str
             for m in modules}  # each variant unit's top image
     tops = canvas_photos(loaded, refs, sorted({i for m in modules for i in best[m].values()}), config.render.size)
     normalization = normalization_check(loaded, refs, arrays["used"], store)
-    return Analysis(stats, arrays, grid_images, grid_units, shown, maps_key, fields, erf_key, erfs, boxes, magnitude,
-                    photos, imagenet_labels(loaded.module), normalization, links, drivers, found_groups, groups_key,
-                    {m: {c: tops[i] for c, i in best[m].items()} for m in modules})
+    return Analysis(stats=stats, arrays=arrays, grid_images=grid_images, grid_units=grid_units, shown=shown,
+                    maps_key=maps_key, fields=fields, erf_key=erf_key, erfs=erfs, boxes=boxes, magnitude=magnitude,
+                    photos=photos, labels=imagenet_labels(loaded.module), normalization=normalization,
+                    circuits=links, drivers=drivers, groups=found_groups, groups_key=groups_key,
+                    accent_photos={m: {c: tops[i] for c, i in best[m].items()} for m in modules})
 
 
 def reference_stats(loaded, modules: list[str], refs, store: Store, progress) -> tuple[dict[str, LayerStats], dict]:
@@ -424,7 +426,8 @@ def imagenet_labels(model) -> dict[int, str]:
 
 def canvas_photos(loaded, refs, indices, size: int) -> dict[int, tuple[np.ndarray, str]]:
     """Reference images ``indices`` cropped as the model would see them, at the render canvas
-    ``size``: ``{index: (uint8 [size, size, 3], sha256 of the pixels)}`` (DeepDream and inversion)."""
+    ``size``: ``{index: (uint8 [size, size, 3], sha256 of the pixels)}`` (what DeepDreams,
+    inversions and accentuations start from)."""
     import hashlib
 
     from .references import center_crop, load_rgb
