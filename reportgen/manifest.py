@@ -446,7 +446,7 @@ def to_json(record: Any) -> Any:
 
 def record_of(record: type, name: str) -> type:
     """The type that field ``name`` of a record class holds: ``X`` for ``X | None`` and ``list[X]``."""
-    kind = typing.get_type_hints(record)[name]
+    kind = next(hint for field_name, _, hint, _ in _fields(record) if field_name == name)
     while typing.get_origin(kind) in (typing.Union, types.UnionType, list):
         (kind,) = [k for k in typing.get_args(kind) if k is not type(None)]
     return kind
@@ -455,7 +455,7 @@ def record_of(record: type, name: str) -> type:
 def from_json(kind: Any, data: Any) -> Any:
     """``data`` (as ``to_json`` writes it) as a ``kind``: a record class, ``list[...]``, ``X | None``
     or a plain type. A missing field takes its default; one without a default raises ``KeyError``,
-    and a record that is not a JSON object ``ValueError``."""
+    and a record that is not a JSON object, or a list not an array, ``ValueError``."""
     if data is None:
         return None
     origin = typing.get_origin(kind)
@@ -463,6 +463,8 @@ def from_json(kind: Any, data: Any) -> Any:
         (kind,) = [k for k in typing.get_args(kind) if k is not type(None)]
         return from_json(kind, data)
     if origin is list:
+        if not isinstance(data, list):
+            raise ValueError(f"{kind} that is not a JSON array")
         (item,) = typing.get_args(kind)
         return [from_json(item, value) for value in data]
     if not dataclasses.is_dataclass(kind):
