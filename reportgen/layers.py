@@ -62,6 +62,7 @@ class _Stop(Exception):
 
 
 TAP_FACTS_ATTR = "_reportgen_tap_facts"  # a ``TapFacts``, set on the model by ``tap_facts``
+CATALOGUE_ATTR = "_reportgen_catalogue"  # {input size: its LayerInfos}, set on the model by ``catalogue``
 PROBE_GROWTH = 1.5  # the second layout probe runs at this times the input size (stride-64 maps change too)
 
 
@@ -179,11 +180,19 @@ def catalogue(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerI
     Candidates are the block-level modules of timm's fine ``group_matcher`` (``blocks.1.0``,
     ``Mixed_5b``, ``stages.0.blocks.1``, ``conv_stem``/``bn1``...), else the model's children and
     the children of its sequential containers; kept are those with a spatial (or token-grid) output.
+    Probed once per input size and kept on the model (``CATALOGUE_ATTR``): the analysis stage asks
+    again, on a worker's copy too, and probes nothing.
     """
-    order, shapes = _probe(model, input_size)
-    candidates = _block_candidates(model)
-    chosen = sorted((name for name in candidates if name in shapes), key=order.__getitem__)
-    return [_layer_info(model, index, name, *shapes[name], input_size) for index, name in enumerate(chosen)]
+    known = getattr(model, CATALOGUE_ATTR, None) or {}
+    key = tuple(input_size)
+    if key not in known:
+        order, shapes = _probe(model, input_size)
+        candidates = _block_candidates(model)
+        chosen = sorted((name for name in candidates if name in shapes), key=order.__getitem__)
+        known = {**known, key: tuple(_layer_info(model, index, name, *shapes[name], input_size)
+                                     for index, name in enumerate(chosen))}
+        setattr(model, CATALOGUE_ATTR, known)
+    return list(known[key])
 
 
 def _layer_info(model: nn.Module, index: int, name: str, shape: tuple[int, int, int], layout: str,

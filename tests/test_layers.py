@@ -103,3 +103,22 @@ def test_pre_activation_is_the_input_of_the_layers_own_activation(tiny):
     act = pre_activation_module(tiny.module, "bn2")
     assert act is not None and not torch.equal(pre, post)
     assert torch.allclose(post, act(pre.clone()), atol=1e-6)
+
+
+def test_the_catalogue_is_probed_once_per_model_and_input_size(monkeypatch):
+    import pickle
+
+    import timm
+
+    import reportgen.layers
+
+    probed = []
+    real_probe = reportgen.layers._probe
+    monkeypatch.setattr(reportgen.layers, "_probe", lambda model, size: probed.append(size) or real_probe(model, size))
+    model = timm.create_model("test_efficientnet", pretrained=False).eval()
+    first = catalogue(model, (3, 64, 64))
+    assert catalogue(model, (3, 64, 64)) == first and probed == [(3, 64, 64)]
+    shipped = pickle.loads(pickle.dumps(model))  # as an executor ships it to a worker
+    assert catalogue(shipped, (3, 64, 64)) == first and probed == [(3, 64, 64)]
+    larger = catalogue(model, (3, 96, 96))
+    assert probed == [(3, 64, 64), (3, 96, 96)] and larger[-1].out_shape[1:] != first[-1].out_shape[1:]
